@@ -1,0 +1,36 @@
+# flowworker developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help install run test lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install flowworker with its dev tools
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install ## Run the example end to end on an embedded PostgreSQL
+	$(PY) -m examples.demo
+
+test: install lint ## Lint, type-check and run every test against a real PostgreSQL
+	$(VENV)/bin/pytest
+
+lint: install ## ruff and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: install ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## Remove the virtualenv, caches and the local database
+	rm -rf $(VENV) .flowworker .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `flowworker` command line."""

@@ -1,0 +1,117 @@
+"""`flowworker`: run workers, compile flows, install the schema."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+try:  # typer vendors click from 0.26 on
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer with click installed
+    from click.exceptions import ClickException  # type: ignore[no-redef]
+
+from flowworker.errors import ConfigurationError, FlowworkerError
+from flowworker.settings import load_settings
+
+app = typer.Typer(
+    name="flowworker", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, help="Durable DAG workflows on PostgreSQL.",
+)
+
+DatabaseOpt = Annotated[str | None, typer.Option(
+    "--database-url", help="Database URL [env: FLOWWORKER_DATABASE_URL, DATABASE_URL]")]
+AppOpt = Annotated[str | None, typer.Option(
+    "--app", help="Module that defines the flows [env: FLOWWORKER_APP]")]
+
+
+@app.command()
+def run(
+    flow: Annotated[list[str] | None, typer.Option("--flow", help="Flow slug (repeatable)")] = None,
+    app_module: AppOpt = None,
+    database_url: DatabaseOpt = None,
+    concurrency: Annotated[int | None, typer.Option(help="Tasks run at once [10]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Most tasks per claim [10]")] = None,
+    signal: Annotated[str | None, typer.Option(help="notify or poll [notify]")] = None,
+    poll_min_interval: Annotated[float | None, typer.Option(help="Seconds [0.05]")] = None,
+    poll_max_interval: Annotated[float | None, typer.Option(help="Seconds [1.0]")] = None,
+    shutdown_timeout: Annotated[float | None, typer.Option(help="Seconds [30]")] = None,
+    metrics_addr: Annotated[str | None, typer.Option(help="host:port or off")] = None,
+    drain: Annotated[bool, typer.Option("--drain", help="Exit once no work is left")] = False,
+    log_format: Annotated[str | None, typer.Option(help="auto, human or json")] = None,
+) -> None:
+    """Run a worker for one or more flows until SIGTERM/SIGINT (or --drain)."""
+    from flowworker.runtime import run_worker
+
+    settings = load_settings(
+        flows=flow or None, app=app_module, database_url=database_url,
+        concurrency=concurrency, batch_size=batch_size, signal=signal,
+        poll_min_interval=poll_min_interval, poll_max_interval=poll_max_interval,
+        shutdown_timeout=shutdown_timeout, metrics_addr=metrics_addr,
+        drain=drain or None, log_format=log_format,
+    )
+    run_worker(settings)
+
+
+@app.command("compile")
+def compile_(
+    app_module: AppOpt = None,
+    flow: Annotated[list[str] | None, typer.Option("--flow", help="Only this flow")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write one file per flow here")] = None,
+) -> None:
+    """Print (or write) the SQL that defines the app's flows."""
+    from flowworker.compiler import compile_flow, write_flow_file
+    from flowworker.registry import load_flows, select_flows
+
+    settings = load_settings(app=app_module)
+    flows = select_flows(load_flows(settings.app), flow)
+    for item in flows:
+        if out is None:
+            sys.stdout.write(compile_flow(item))
+            continue
+        path = write_flow_file(item, out)
+        typer.echo(f"wrote {path}" if path else f"{item.slug}: unchanged", err=True)
+
+
+@app.command()
+def schema() -> None:
+    """Print the core schema SQL (for Alembic, Flyway or sqitch users)."""
+    from flowworker.schema import schema_sql
+
+    sys.stdout.write(schema_sql())
+
+
+@app.command()
+def migrate(
+    database_url: DatabaseOpt = None,
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="Also apply the compiled flow files in this folder")] = None,
+) -> None:
+    """Install or upgrade the core schema, then apply compiled flows."""
+    from flowworker.migrator import migrate as run_migrate
+
+    settings = load_settings(database_url=database_url)
+    if directory is not None and not directory.is_dir():
+        raise ConfigurationError(f"--dir {directory}: not a folder")
+    for step in run_migrate(settings.database_url, directory):
+        typer.echo(f"applied {step}", err=True)
+    typer.echo("schema is current", err=True)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"flowworker: error: {message}\n")
+    raise SystemExit(code)
+
+
+def main() -> None:
+    """Console entry point: one line on stderr and the documented exit code."""
+    try:
+        app(standalone_mode=False)
+    except FlowworkerError as exc:
+        fail(str(exc), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        fail("interrupted", 1)
+    except ClickException as exc:
+        fail(exc.format_message().splitlines()[0], 2)

@@ -1,0 +1,1 @@
+"""Example flowworker applications."""

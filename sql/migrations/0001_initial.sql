@@ -1,0 +1,1032 @@
+-- flowworker: durable DAG workflows. Every state transition is a function here.
+--
+-- Lock order, followed by every function that takes more than one lock:
+--   run -> step state -> task -> message
+-- start_tasks is the one exception: it locks messages first, then tasks and
+-- runs with SKIP LOCKED only, so it never waits and cannot deadlock.
+--
+-- Every function pins search_path = '' and qualifies every name.
+CREATE SCHEMA flowworker;
+CREATE TABLE flowworker.migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE flowworker.flows (
+    flow_slug text PRIMARY KEY,
+    max_attempts int NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
+    base_delay int NOT NULL DEFAULT 1 CHECK (base_delay >= 0),
+    timeout int NOT NULL DEFAULT 60 CHECK (timeout >= 1),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE flowworker.steps (
+    flow_slug text NOT NULL REFERENCES flowworker.flows (flow_slug),
+    step_slug text NOT NULL,
+    step_type text NOT NULL DEFAULT 'single' CHECK (step_type IN ('single', 'map')),
+    step_index int NOT NULL,
+    deps_count int NOT NULL DEFAULT 0,
+    max_attempts int CHECK (max_attempts >= 1),
+    base_delay int CHECK (base_delay >= 0),
+    timeout int CHECK (timeout >= 1),
+    start_delay int CHECK (start_delay >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (flow_slug, step_slug),
+    UNIQUE (flow_slug, step_index)
+);
+CREATE TABLE flowworker.deps (
+    flow_slug text NOT NULL,
+    dep_slug text NOT NULL,
+    step_slug text NOT NULL,
+    PRIMARY KEY (flow_slug, step_slug, dep_slug),
+    FOREIGN KEY (flow_slug, dep_slug) REFERENCES flowworker.steps (flow_slug, step_slug),
+    FOREIGN KEY (flow_slug, step_slug) REFERENCES flowworker.steps (flow_slug, step_slug),
+    CHECK (dep_slug <> step_slug)
+);
+
+CREATE INDEX deps_dependents_idx ON flowworker.deps (flow_slug, dep_slug);
+CREATE TABLE flowworker.runs (
+    run_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    flow_slug text NOT NULL REFERENCES flowworker.flows (flow_slug),
+    status text NOT NULL DEFAULT 'started'
+        CHECK (status IN ('started', 'completed', 'failed', 'cancelled')),
+    input jsonb NOT NULL,
+    output jsonb,
+    error_message text,
+    remaining_steps int NOT NULL DEFAULT 0 CHECK (remaining_steps >= 0),
+    started_at timestamptz NOT NULL DEFAULT now(),
+    completed_at timestamptz,
+    failed_at timestamptz,
+    cancelled_at timestamptz
+);
+
+CREATE INDEX runs_flow_status_idx ON flowworker.runs (flow_slug, status);
+CREATE TABLE flowworker.step_states (
+    run_id uuid NOT NULL REFERENCES flowworker.runs (run_id),
+    step_slug text NOT NULL,
+    flow_slug text NOT NULL,
+    status text NOT NULL DEFAULT 'created'
+        CHECK (status IN ('created', 'started', 'completed', 'failed', 'skipped', 'cancelled')),
+    remaining_deps int NOT NULL CHECK (remaining_deps >= 0),
+    remaining_tasks int CHECK (remaining_tasks >= 0),
+    initial_tasks int CHECK (initial_tasks >= 0),
+    output jsonb,
+    error_message text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz,
+    PRIMARY KEY (run_id, step_slug),
+    FOREIGN KEY (flow_slug, step_slug) REFERENCES flowworker.steps (flow_slug, step_slug)
+);
+CREATE TABLE flowworker.step_tasks (
+    run_id uuid NOT NULL,
+    step_slug text NOT NULL,
+    task_index int NOT NULL CHECK (task_index >= 0),
+    flow_slug text NOT NULL,
+    status text NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'started', 'completed', 'failed', 'cancelled')),
+    -- Counted at claim; the claim token handed to the worker is this number.
+    attempts_count int NOT NULL DEFAULT 0 CHECK (attempts_count >= 0),
+    message_id bigint NOT NULL,
+    worker_id uuid,
+    output jsonb,
+    error_message text,
+    queued_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz,
+    PRIMARY KEY (run_id, step_slug, task_index),
+    UNIQUE (flow_slug, message_id),
+    FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)
+);
+CREATE TABLE flowworker.workers (
+    worker_id uuid PRIMARY KEY,
+    flow_slug text NOT NULL,
+    hostname text NOT NULL,
+    pid int NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    stopped_at timestamptz
+);
+-- The allow-list every slug passes before it can reach dynamic SQL.
+CREATE FUNCTION flowworker.check_slug(slug text, kind text DEFAULT 'slug')
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF slug IS NULL OR slug !~ '^[a-z][a-z0-9_]{0,47}$' THEN
+        RAISE EXCEPTION 'invalid %: %', kind, coalesce(quote_literal(slug), 'NULL')
+            USING ERRCODE = '22023',
+                  HINT = 'slugs match ^[a-z][a-z0-9_]{0,47}$';
+    END IF;
+    RETURN slug;
+END;
+$$;
+-- A pgmq-style queue: one table of messages and one archive per flow.
+CREATE FUNCTION flowworker.queue_create(queue_name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    q text := 'q_' || flowworker.check_slug(queue_name, 'queue name');
+    a text := 'a_' || queue_name;
+BEGIN
+    EXECUTE format('CREATE SEQUENCE IF NOT EXISTS flowworker.%I', q || '_seq');
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS flowworker.%I (
+            msg_id bigint PRIMARY KEY DEFAULT nextval(%L),
+            read_ct int NOT NULL DEFAULT 0,
+            enqueued_at timestamptz NOT NULL DEFAULT now(),
+            vt timestamptz NOT NULL DEFAULT now(),
+            message jsonb NOT NULL
+        )', q, 'flowworker.' || q || '_seq');
+    EXECUTE format('ALTER SEQUENCE flowworker.%I OWNED BY flowworker.%I.msg_id', q || '_seq', q);
+    -- The claim reads visible messages in (vt, msg_id) order and stops at LIMIT.
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flowworker.%I (vt, msg_id)', q || '_vt_idx', q);
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS flowworker.%I (
+            msg_id bigint PRIMARY KEY,
+            read_ct int NOT NULL,
+            enqueued_at timestamptz NOT NULL,
+            vt timestamptz NOT NULL,
+            message jsonb NOT NULL,
+            archived_at timestamptz NOT NULL DEFAULT now()
+        )', a);
+END;
+$$;
+-- Send messages, visible after delay_seconds; NOTIFY when they are visible now.
+CREATE FUNCTION flowworker.queue_send(queue_name text, messages jsonb[], delay_seconds int DEFAULT 0)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'INSERT INTO flowworker.%I (vt, message)
+         SELECT now() + make_interval(secs => $2), m FROM unnest($1) AS m
+         RETURNING msg_id', 'q_' || flowworker.check_slug(queue_name, 'queue name'))
+        USING messages, delay_seconds;
+    IF delay_seconds <= 0 THEN
+        PERFORM flowworker.queue_notify(queue_name);
+    END IF;
+END;
+$$;
+-- A data-free hint. PostgreSQL folds identical notifications within one
+-- transaction, so a queue is notified at most once per transaction.
+CREATE FUNCTION flowworker.queue_notify(queue_name text)
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    SELECT pg_notify('flowworker_' || queue_name, '');
+$$;
+-- Read up to qty visible messages and hide them for vt_seconds.
+CREATE FUNCTION flowworker.queue_read(queue_name text, vt_seconds int, qty int)
+RETURNS TABLE (msg_id bigint, read_ct int, enqueued_at timestamptz, vt timestamptz, message jsonb)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'WITH picked AS (
+            SELECT q.msg_id FROM flowworker.%1$I q
+            WHERE q.vt <= now()
+            ORDER BY q.vt, q.msg_id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE flowworker.%1$I q
+        SET vt = now() + make_interval(secs => $1), read_ct = q.read_ct + 1
+        FROM picked
+        WHERE q.msg_id = picked.msg_id
+        RETURNING q.msg_id, q.read_ct, q.enqueued_at, q.vt, q.message',
+        'q_' || flowworker.check_slug(queue_name, 'queue name'))
+        USING vt_seconds, qty;
+END;
+$$;
+CREATE FUNCTION flowworker.queue_delete(queue_name text, msg_ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'DELETE FROM flowworker.%I WHERE msg_id = ANY($1) RETURNING msg_id',
+        'q_' || flowworker.check_slug(queue_name, 'queue name'))
+        USING msg_ids;
+END;
+$$;
+-- Move messages to the archive table, keeping them for inspection.
+CREATE FUNCTION flowworker.queue_archive(queue_name text, msg_ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'WITH gone AS (
+            DELETE FROM flowworker.%I WHERE msg_id = ANY($1)
+            RETURNING msg_id, read_ct, enqueued_at, vt, message
+        )
+        INSERT INTO flowworker.%I (msg_id, read_ct, enqueued_at, vt, message)
+        SELECT msg_id, read_ct, enqueued_at, vt, message FROM gone
+        ON CONFLICT (msg_id) DO NOTHING
+        RETURNING msg_id',
+        'q_' || flowworker.check_slug(queue_name, 'queue name'), 'a_' || queue_name)
+        USING msg_ids;
+END;
+$$;
+-- Make messages visible again after vt_seconds (0: at once).
+CREATE FUNCTION flowworker.queue_set_vt(queue_name text, msg_ids bigint[], vt_seconds int)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'UPDATE flowworker.%I SET vt = now() + make_interval(secs => $2)
+         WHERE msg_id = ANY($1) RETURNING msg_id',
+        'q_' || flowworker.check_slug(queue_name, 'queue name'))
+        USING msg_ids, vt_seconds;
+    IF vt_seconds <= 0 THEN
+        PERFORM flowworker.queue_notify(queue_name);
+    END IF;
+END;
+$$;
+CREATE FUNCTION flowworker.queue_metrics(queue_name text)
+RETURNS TABLE (queue_length bigint, visible_length bigint, oldest_msg_age_seconds double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'SELECT count(*),
+                count(*) FILTER (WHERE vt <= now()),
+                coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::double precision
+         FROM flowworker.%I',
+        'q_' || flowworker.check_slug(queue_name, 'queue name'));
+END;
+$$;
+-- Define a flow and its queue. Idempotent: options are updated in place,
+-- the shape (steps, deps, types) is defined by add_step.
+CREATE FUNCTION flowworker.create_flow(
+    flow_slug text,
+    max_attempts int DEFAULT 3,
+    base_delay int DEFAULT 1,
+    timeout int DEFAULT 60
+)
+RETURNS flowworker.flows
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_flow flowworker.flows;
+BEGIN
+    PERFORM flowworker.check_slug(create_flow.flow_slug, 'flow slug');
+    INSERT INTO flowworker.flows AS f (flow_slug, max_attempts, base_delay, timeout)
+    VALUES (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay,
+            create_flow.timeout)
+    ON CONFLICT (flow_slug) DO UPDATE
+        SET max_attempts = excluded.max_attempts,
+            base_delay = excluded.base_delay,
+            timeout = excluded.timeout
+        WHERE (f.max_attempts, f.base_delay, f.timeout)
+              IS DISTINCT FROM (excluded.max_attempts, excluded.base_delay, excluded.timeout)
+    RETURNING * INTO v_flow;
+    IF NOT FOUND THEN
+        SELECT * INTO v_flow FROM flowworker.flows f WHERE f.flow_slug = create_flow.flow_slug;
+    END IF;
+    PERFORM flowworker.queue_create(create_flow.flow_slug);
+    RETURN v_flow;
+END;
+$$;
+-- Add a step to a flow. Re-adding the same step is a no-op (options are
+-- updated); a different type or deps under an existing step slug is an
+-- error, and so is a new step in a flow that already has runs.
+CREATE FUNCTION flowworker.add_step(
+    flow_slug text,
+    step_slug text,
+    deps text[] DEFAULT '{}',
+    max_attempts int DEFAULT NULL,
+    base_delay int DEFAULT NULL,
+    timeout int DEFAULT NULL,
+    start_delay int DEFAULT NULL,
+    step_type text DEFAULT 'single'
+)
+RETURNS flowworker.steps
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_step flowworker.steps;
+    v_deps text[] := ARRAY(SELECT DISTINCT d FROM unnest(coalesce(add_step.deps, '{}')) d ORDER BY d);
+    v_old_deps text[];
+    v_missing text;
+BEGIN
+    PERFORM flowworker.check_slug(add_step.flow_slug, 'flow slug');
+    PERFORM flowworker.check_slug(add_step.step_slug, 'step slug');
+    PERFORM flowworker.check_slug(d, 'dependency slug') FROM unnest(v_deps) d;
+    IF add_step.step_type IS NULL OR add_step.step_type NOT IN ('single', 'map') THEN
+        RAISE EXCEPTION 'step %.%: step_type must be single or map, not %',
+            add_step.flow_slug, add_step.step_slug, coalesce(add_step.step_type, 'NULL')
+            USING ERRCODE = '22023';
+    END IF;
+    IF add_step.step_type = 'map' AND cardinality(v_deps) > 1 THEN
+        RAISE EXCEPTION 'map step %.% has % deps; a map step has at most one',
+            add_step.flow_slug, add_step.step_slug, cardinality(v_deps) USING ERRCODE = '22023';
+    END IF;
+    -- Serialise definitions of one flow, so concurrent migrations agree.
+    PERFORM 1 FROM flowworker.flows f WHERE f.flow_slug = add_step.flow_slug FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow % does not exist; call create_flow first', quote_literal(add_step.flow_slug)
+            USING ERRCODE = 'P0002';
+    END IF;
+
+    SELECT * INTO v_step FROM flowworker.steps s
+    WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug;
+    IF FOUND THEN
+        v_old_deps := ARRAY(SELECT d.dep_slug FROM flowworker.deps d
+                            WHERE d.flow_slug = add_step.flow_slug AND d.step_slug = add_step.step_slug
+                            ORDER BY d.dep_slug);
+        IF v_step.step_type <> add_step.step_type THEN
+            RAISE EXCEPTION 'flow % changed shape: step % is % in the database, % in the definition',
+                quote_literal(add_step.flow_slug), quote_literal(add_step.step_slug),
+                v_step.step_type, add_step.step_type
+                USING ERRCODE = '22023', HINT = 'give the changed flow a new slug';
+        END IF;
+        IF v_old_deps <> v_deps THEN
+            RAISE EXCEPTION 'flow % changed shape: step % depends on {%} in the database, {%} in the definition',
+                quote_literal(add_step.flow_slug), quote_literal(add_step.step_slug),
+                array_to_string(v_old_deps, ','), array_to_string(v_deps, ',')
+                USING ERRCODE = '22023', HINT = 'give the changed flow a new slug';
+        END IF;
+        UPDATE flowworker.steps s
+        SET max_attempts = add_step.max_attempts, base_delay = add_step.base_delay,
+            timeout = add_step.timeout, start_delay = add_step.start_delay
+        WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug
+          AND (s.max_attempts, s.base_delay, s.timeout, s.start_delay) IS DISTINCT FROM
+              (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay)
+        RETURNING * INTO v_step;
+        IF NOT FOUND THEN
+            SELECT * INTO v_step FROM flowworker.steps s
+            WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug;
+        END IF;
+        RETURN v_step;
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM flowworker.runs r WHERE r.flow_slug = add_step.flow_slug) THEN
+        RAISE EXCEPTION 'flow % changed shape: step % is new, but the flow already has runs',
+            quote_literal(add_step.flow_slug), quote_literal(add_step.step_slug)
+            USING ERRCODE = '22023', HINT = 'give the changed flow a new slug';
+    END IF;
+    SELECT d INTO v_missing FROM unnest(v_deps) d
+    WHERE NOT EXISTS (SELECT 1 FROM flowworker.steps s
+                      WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = d)
+    LIMIT 1;
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'step %.% depends on unknown step %', add_step.flow_slug,
+            add_step.step_slug, quote_literal(v_missing) USING ERRCODE = '22023';
+    END IF;
+
+    INSERT INTO flowworker.steps AS s (flow_slug, step_slug, step_type, step_index, deps_count,
+                                       max_attempts, base_delay, timeout, start_delay)
+    SELECT add_step.flow_slug, add_step.step_slug, add_step.step_type,
+           coalesce(max(s2.step_index) + 1, 0), cardinality(v_deps),
+           add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay
+    FROM flowworker.steps s2 WHERE s2.flow_slug = add_step.flow_slug
+    RETURNING * INTO v_step;
+    INSERT INTO flowworker.deps (flow_slug, dep_slug, step_slug)
+    SELECT add_step.flow_slug, d, add_step.step_slug FROM unnest(v_deps) d;
+    RETURN v_step;
+END;
+$$;
+-- Seconds before attempt n+1 after attempt n failed: base_delay * 2^(n-1),
+-- capped at one hour so a long retry chain still comes back the same day.
+CREATE FUNCTION flowworker.retry_delay(base_delay int, attempt int)
+RETURNS int
+LANGUAGE sql IMMUTABLE
+SET search_path = ''
+AS $$
+    SELECT least(base_delay::numeric * power(2::numeric, least(greatest(attempt, 1) - 1, 40)), 3600)::int;
+$$;
+-- Create a step's tasks and one message per task, in one statement.
+CREATE FUNCTION flowworker._queue_tasks(
+    p_flow_slug text, p_run_id uuid, p_step_slug text, p_count int, p_delay int
+)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    q text := 'q_' || flowworker.check_slug(p_flow_slug, 'flow slug');
+BEGIN
+    EXECUTE format(
+        'WITH t AS (
+            INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
+            SELECT $1, $2, i, $3, nextval(%L::regclass) FROM generate_series(0, $4 - 1) AS i
+            RETURNING run_id, step_slug, task_index, message_id
+        )
+        INSERT INTO flowworker.%I (msg_id, vt, message)
+        SELECT t.message_id, now() + make_interval(secs => $5),
+               jsonb_build_object(''run_id'', t.run_id, ''step_slug'', t.step_slug,
+                                  ''task_index'', t.task_index)
+        FROM t', 'flowworker.' || q || '_seq', q)
+        USING p_run_id, p_step_slug, p_flow_slug, p_count, p_delay;
+    IF p_delay <= 0 THEN
+        PERFORM flowworker.queue_notify(p_flow_slug);
+    END IF;
+END;
+$$;
+-- Fail a run: the failing step is marked failed, every other unfinished step
+-- and task is cancelled, and their messages are archived. The caller holds
+-- the run lock.
+CREATE FUNCTION flowworker._fail_run(p_run_id uuid, p_step_slug text, p_error text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_flow_slug text;
+BEGIN
+    UPDATE flowworker.runs r
+    SET status = 'failed', failed_at = now(), error_message = p_error
+    WHERE r.run_id = p_run_id AND r.status = 'started'
+    RETURNING r.flow_slug INTO v_flow_slug;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE flowworker.step_states ss
+    SET status = 'failed', failed_at = now(), error_message = p_error
+    WHERE ss.run_id = p_run_id AND ss.step_slug = p_step_slug;
+    PERFORM flowworker._cancel_unfinished(p_run_id, v_flow_slug);
+END;
+$$;
+-- Cancel every step and task of a run that has not finished, and archive
+-- their messages so no worker claims them again.
+CREATE FUNCTION flowworker._cancel_unfinished(p_run_id uuid, p_flow_slug text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_msg_ids bigint[];
+BEGIN
+    UPDATE flowworker.step_states ss SET status = 'cancelled'
+    WHERE ss.run_id = p_run_id AND ss.status IN ('created', 'started');
+    WITH cancelled AS (
+        UPDATE flowworker.step_tasks t SET status = 'cancelled'
+        WHERE t.run_id = p_run_id AND t.status IN ('queued', 'started')
+        RETURNING t.message_id
+    )
+    SELECT array_agg(message_id) INTO v_msg_ids FROM cancelled;
+    IF v_msg_ids IS NOT NULL THEN
+        PERFORM flowworker.queue_archive(p_flow_slug, v_msg_ids);
+    END IF;
+END;
+$$;
+-- Record a step's output, count it off its dependents and the run, and
+-- complete the run when it was the last step. The caller holds the run lock
+-- and starts whatever became ready.
+CREATE FUNCTION flowworker._complete_step(p_run_id uuid, p_step_slug text, p_output jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_flow_slug text;
+    v_remaining int;
+BEGIN
+    UPDATE flowworker.step_states ss
+    SET status = 'completed', output = p_output, completed_at = now(), remaining_tasks = 0
+    WHERE ss.run_id = p_run_id AND ss.step_slug = p_step_slug
+    RETURNING ss.flow_slug INTO v_flow_slug;
+    UPDATE flowworker.step_states ss
+    SET remaining_deps = ss.remaining_deps - 1
+    FROM flowworker.deps d
+    WHERE d.flow_slug = v_flow_slug AND d.dep_slug = p_step_slug
+      AND ss.run_id = p_run_id AND ss.step_slug = d.step_slug;
+    UPDATE flowworker.runs r SET remaining_steps = r.remaining_steps - 1
+    WHERE r.run_id = p_run_id
+    RETURNING r.remaining_steps INTO v_remaining;
+    IF v_remaining = 0 THEN
+        UPDATE flowworker.runs r
+        SET status = 'completed', completed_at = now(),
+            output = (
+                SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::jsonb)
+                FROM flowworker.step_states ss
+                WHERE ss.run_id = p_run_id
+                  AND NOT EXISTS (SELECT 1 FROM flowworker.deps d
+                                  WHERE d.flow_slug = v_flow_slug AND d.dep_slug = ss.step_slug)
+            )
+        WHERE r.run_id = p_run_id;
+    END IF;
+END;
+$$;
+-- Start every step of a run whose deps are all complete: queue its tasks, or
+-- complete it at once when it maps over an empty array (which may make more
+-- steps ready, hence the loop). The caller holds the run lock.
+CREATE FUNCTION flowworker._start_ready_steps(p_run_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_run flowworker.runs;
+    v_step record;
+    v_source jsonb;
+    v_count int;
+    v_progress boolean := true;
+BEGIN
+    SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = p_run_id;
+    WHILE v_progress AND v_run.status = 'started' LOOP
+        v_progress := false;
+        FOR v_step IN
+            SELECT ss.step_slug, s.step_type, coalesce(s.start_delay, 0) AS start_delay,
+                   (SELECT d.dep_slug FROM flowworker.deps d
+                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug) AS map_source
+            FROM flowworker.step_states ss
+            JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = p_run_id AND ss.status = 'created' AND ss.remaining_deps = 0
+            ORDER BY s.step_index
+        LOOP
+            v_count := 1;
+            IF v_step.step_type = 'map' THEN
+                v_source := v_run.input;
+                IF v_step.map_source IS NOT NULL THEN
+                    SELECT ss.output INTO v_source FROM flowworker.step_states ss
+                    WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.map_source;
+                END IF;
+                IF jsonb_typeof(v_source) IS DISTINCT FROM 'array' THEN
+                    PERFORM flowworker._fail_run(p_run_id, v_step.step_slug, format(
+                        'map step %s expects an array from %s, got %s', v_step.step_slug,
+                        coalesce(v_step.map_source, 'the flow input'),
+                        coalesce(jsonb_typeof(v_source), 'null')));
+                    RETURN;
+                END IF;
+                v_count := jsonb_array_length(v_source);
+            END IF;
+            UPDATE flowworker.step_states ss
+            SET status = 'started', started_at = now(), initial_tasks = v_count,
+                remaining_tasks = v_count
+            WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.step_slug;
+            IF v_count = 0 THEN
+                PERFORM flowworker._complete_step(p_run_id, v_step.step_slug, '[]'::jsonb);
+                v_progress := true;
+            ELSE
+                PERFORM flowworker._queue_tasks(v_run.flow_slug, p_run_id, v_step.step_slug,
+                                                v_count, v_step.start_delay);
+            END IF;
+        END LOOP;
+        SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = p_run_id;
+    END LOOP;
+END;
+$$;
+-- Start a run. With a run_id that already exists for this flow, return that
+-- run unchanged, so callers can retry a start safely.
+CREATE FUNCTION flowworker.start_flow(flow_slug text, input jsonb DEFAULT '{}', run_id uuid DEFAULT NULL)
+RETURNS flowworker.runs
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_run flowworker.runs;
+    v_root_map text;
+BEGIN
+    PERFORM flowworker.check_slug(start_flow.flow_slug, 'flow slug');
+    IF NOT EXISTS (SELECT 1 FROM flowworker.flows f WHERE f.flow_slug = start_flow.flow_slug) THEN
+        RAISE EXCEPTION 'flow % does not exist', quote_literal(start_flow.flow_slug)
+            USING ERRCODE = 'P0002', HINT = 'compile the flow and apply it: flowworker compile';
+    END IF;
+    IF start_flow.input IS NULL THEN
+        RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(start_flow.flow_slug)
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
+    WHERE s.flow_slug = start_flow.flow_slug AND s.step_type = 'map' AND s.deps_count = 0
+    LIMIT 1;
+    IF v_root_map IS NOT NULL AND jsonb_typeof(start_flow.input) <> 'array' THEN
+        RAISE EXCEPTION 'flow % maps step % over its input, which must be a JSON array, not %',
+            quote_literal(start_flow.flow_slug), quote_literal(v_root_map), jsonb_typeof(start_flow.input)
+            USING ERRCODE = '22023';
+    END IF;
+
+    INSERT INTO flowworker.runs AS r (run_id, flow_slug, input, remaining_steps)
+    SELECT coalesce(start_flow.run_id, gen_random_uuid()), start_flow.flow_slug, start_flow.input,
+           (SELECT count(*) FROM flowworker.steps s WHERE s.flow_slug = start_flow.flow_slug)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING * INTO v_run;
+    IF NOT FOUND THEN
+        SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = start_flow.run_id;
+        IF v_run.flow_slug <> start_flow.flow_slug THEN
+            RAISE EXCEPTION 'run % belongs to flow %, not %', start_flow.run_id,
+                quote_literal(v_run.flow_slug), quote_literal(start_flow.flow_slug)
+                USING ERRCODE = '23505';
+        END IF;
+        RETURN v_run;
+    END IF;
+
+    INSERT INTO flowworker.step_states (run_id, step_slug, flow_slug, remaining_deps)
+    SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count
+    FROM flowworker.steps s WHERE s.flow_slug = start_flow.flow_slug;
+    IF v_run.remaining_steps = 0 THEN
+        UPDATE flowworker.runs r SET status = 'completed', completed_at = now(), output = '{}'
+        WHERE r.run_id = v_run.run_id;
+    ELSE
+        PERFORM flowworker._start_ready_steps(v_run.run_id);
+    END IF;
+    SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = v_run.run_id;
+    RETURN v_run;
+END;
+$$;
+-- Cancel a run that has not finished; a finished run is returned unchanged.
+CREATE FUNCTION flowworker.cancel_run(run_id uuid)
+RETURNS flowworker.runs
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_run flowworker.runs;
+BEGIN
+    SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = cancel_run.run_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', cancel_run.run_id USING ERRCODE = 'P0002';
+    END IF;
+    IF v_run.status <> 'started' THEN
+        RETURN v_run;
+    END IF;
+    UPDATE flowworker.runs r SET status = 'cancelled', cancelled_at = now()
+    WHERE r.run_id = cancel_run.run_id
+    RETURNING * INTO v_run;
+    PERFORM flowworker._cancel_unfinished(v_run.run_id, v_run.flow_slug);
+    RETURN v_run;
+END;
+$$;
+-- One locked task inside start_tasks.
+CREATE TYPE flowworker.task_claim AS (
+    run_id uuid,
+    step_slug text,
+    task_index int,
+    msg_id bigint,
+    status text,
+    attempts_count int,
+    max_attempts int,
+    timeout int
+);
+-- A claim expired on the task's last attempt: its worker was lost every
+-- time. Fail the task and its run. The run lock is taken with SKIP LOCKED
+-- (start_tasks already holds the task lock, against the lock order); when
+-- it is busy, the message stays visible and a later claim does this.
+CREATE FUNCTION flowworker._fail_lost_task(c flowworker.task_claim)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_flow_slug text;
+    v_error text := format('claim expired on attempt %s of %s: the worker running it was lost',
+                           c.attempts_count, c.max_attempts);
+BEGIN
+    SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
+    WHERE r.run_id = c.run_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE flowworker.step_tasks t
+    SET status = 'failed', failed_at = now(), error_message = v_error
+    WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index;
+    PERFORM flowworker.queue_archive(v_flow_slug, ARRAY[c.msg_id]);
+    PERFORM flowworker._fail_run(c.run_id, c.step_slug, v_error);
+END;
+$$;
+-- Claim up to batch_size visible tasks of a flow for a worker.
+--
+-- Each claim counts an attempt; the attempt number is the claim token that
+-- complete_task and fail_task check. A message whose claim expired (its
+-- worker died) is visible again and is re-claimed here with attempt + 1, or
+-- fails its task and run once max_attempts claims were spent. Messages that
+-- point at nothing claimable are archived, so garbage never loops.
+-- The claim stays hidden for the task timeout + grace_seconds.
+CREATE FUNCTION flowworker.start_tasks(
+    flow_slug text, worker_id uuid, batch_size int DEFAULT 10, grace_seconds int DEFAULT 5
+)
+RETURNS TABLE (
+    msg_id bigint, run_id uuid, step_slug text, task_index int, attempt int,
+    input jsonb, flow_input jsonb, timeout int
+)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    q text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
+    v_msg_ids bigint[];
+    v_ptrs jsonb[];
+    v_locked flowworker.task_claim[];
+    v_orphans bigint[];
+    v_exhausted flowworker.task_claim;
+BEGIN
+    EXECUTE format(
+        'SELECT array_agg(m.msg_id), array_agg(m.message)
+         FROM (SELECT msg_id, message FROM flowworker.%I
+               WHERE vt <= now() ORDER BY vt, msg_id LIMIT $1
+               FOR UPDATE SKIP LOCKED) m', q)
+        INTO v_msg_ids, v_ptrs USING batch_size;
+    IF v_msg_ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Lock the tasks these messages point at; skip any being written right now.
+    SELECT array_agg(l) INTO v_locked
+    FROM (
+        SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
+               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout)
+        FROM flowworker.step_tasks t
+        JOIN unnest(v_msg_ids) AS m(msg_id) ON t.message_id = m.msg_id
+        JOIN flowworker.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN flowworker.flows f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = start_tasks.flow_slug AND t.status IN ('queued', 'started')
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout);
+
+    -- Messages with no unfinished task behind them are garbage or duplicates.
+    SELECT array_agg(m.msg_id) INTO v_orphans
+    FROM unnest(v_msg_ids, v_ptrs) AS m(msg_id, ptr)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM flowworker.step_tasks t
+        WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
+          AND t.status IN ('queued', 'started')
+          AND jsonb_typeof(m.ptr) = 'object'
+          AND t.run_id::text = m.ptr ->> 'run_id'
+          AND t.step_slug = m.ptr ->> 'step_slug'
+          AND t.task_index::text = m.ptr ->> 'task_index');
+    IF v_orphans IS NOT NULL THEN
+        PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
+    END IF;
+
+    -- Claims that expired on their last attempt fail their task and run.
+    FOR v_exhausted IN
+        SELECT * FROM unnest(v_locked) c WHERE c.attempts_count >= c.max_attempts
+          AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
+    LOOP
+        PERFORM flowworker._fail_lost_task(v_exhausted);
+    END LOOP;
+
+    SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
+    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')));
+    IF v_locked IS NULL THEN
+        RETURN;
+    END IF;
+
+    EXECUTE format(
+        'UPDATE flowworker.%I q
+         SET vt = now() + make_interval(secs => c.timeout + $2), read_ct = q.read_ct + 1
+         FROM unnest($1) c WHERE q.msg_id = c.msg_id', q)
+        USING v_locked, grace_seconds;
+
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE flowworker.step_tasks t
+        SET status = 'started', attempts_count = t.attempts_count + 1, started_at = now(),
+            worker_id = start_tasks.worker_id,
+            error_message = CASE WHEN t.status = 'started'
+                                 THEN 'claim expired: the worker running attempt '
+                                      || t.attempts_count || ' was lost'
+                                 ELSE t.error_message END
+        FROM unnest(v_locked) c
+        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
+                  c.timeout
+    )
+    SELECT c.msg_id, c.run_id, c.step_slug, c.task_index, c.attempts_count,
+           CASE
+               WHEN s.step_type = 'map' AND s.deps_count = 0 THEN r.input -> c.task_index
+               WHEN s.step_type = 'map' THEN (
+                   SELECT ss.output -> c.task_index
+                   FROM flowworker.deps d
+                   JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
+                   WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
+               WHEN s.deps_count = 0 THEN r.input
+               ELSE (
+                   SELECT jsonb_object_agg(d.dep_slug, ss.output)
+                   FROM flowworker.deps d
+                   JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
+                   WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
+           END,
+           r.input, c.timeout
+    FROM claimed c
+    JOIN flowworker.runs r ON r.run_id = c.run_id
+    JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+    ORDER BY c.msg_id;
+END;
+$$;
+-- Record a task's output under the claim (attempt) that produced it.
+-- Returns false and changes nothing when that claim is no longer current:
+-- the task was re-claimed, already finished, or its run is over.
+CREATE FUNCTION flowworker.complete_task(
+    run_id uuid, step_slug text, task_index int, attempt int, output jsonb
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_flow_slug text;
+    v_message_id bigint;
+    v_step_type text;
+    v_remaining int;
+BEGIN
+    SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
+    WHERE r.run_id = complete_task.run_id AND r.status = 'started' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE flowworker.step_tasks t
+    SET status = 'completed', output = complete_task.output, completed_at = now()
+    WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
+      AND t.task_index = complete_task.task_index
+      AND t.status = 'started' AND t.attempts_count = complete_task.attempt
+    RETURNING t.message_id INTO v_message_id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM flowworker.queue_delete(v_flow_slug, ARRAY[v_message_id]);
+
+    UPDATE flowworker.step_states ss SET remaining_tasks = ss.remaining_tasks - 1
+    WHERE ss.run_id = complete_task.run_id AND ss.step_slug = complete_task.step_slug
+    RETURNING ss.remaining_tasks INTO v_remaining;
+    IF v_remaining > 0 THEN
+        RETURN true;
+    END IF;
+    SELECT s.step_type INTO v_step_type FROM flowworker.steps s
+    WHERE s.flow_slug = v_flow_slug AND s.step_slug = complete_task.step_slug;
+    PERFORM flowworker._complete_step(complete_task.run_id, complete_task.step_slug,
+        CASE WHEN v_step_type = 'map' THEN (
+            SELECT jsonb_agg(t.output ORDER BY t.task_index) FROM flowworker.step_tasks t
+            WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug)
+        ELSE complete_task.output END);
+    PERFORM flowworker._start_ready_steps(complete_task.run_id);
+    RETURN true;
+END;
+$$;
+-- Record a failed attempt under its claim. Returns 'retry' when the task is
+-- queued again (visible after the backoff delay), 'failed' when attempts are
+-- exhausted and the run failed, 'stale' when the claim is no longer current.
+CREATE FUNCTION flowworker.fail_task(
+    run_id uuid, step_slug text, task_index int, attempt int, error_message text
+)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_flow_slug text;
+    v_task flowworker.step_tasks;
+    v_max_attempts int;
+    v_base_delay int;
+BEGIN
+    SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
+    WHERE r.run_id = fail_task.run_id AND r.status = 'started' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'stale';
+    END IF;
+    SELECT * INTO v_task FROM flowworker.step_tasks t
+    WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+      AND t.task_index = fail_task.task_index
+      AND t.status = 'started' AND t.attempts_count = fail_task.attempt
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'stale';
+    END IF;
+    SELECT coalesce(s.max_attempts, f.max_attempts), coalesce(s.base_delay, f.base_delay)
+    INTO v_max_attempts, v_base_delay
+    FROM flowworker.steps s JOIN flowworker.flows f ON f.flow_slug = s.flow_slug
+    WHERE s.flow_slug = v_flow_slug AND s.step_slug = fail_task.step_slug;
+
+    IF v_task.attempts_count < v_max_attempts THEN
+        UPDATE flowworker.step_tasks t
+        SET status = 'queued', error_message = fail_task.error_message
+        WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+          AND t.task_index = fail_task.task_index;
+        PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_task.message_id],
+            flowworker.retry_delay(v_base_delay, v_task.attempts_count));
+        RETURN 'retry';
+    END IF;
+    UPDATE flowworker.step_tasks t
+    SET status = 'failed', error_message = fail_task.error_message, failed_at = now()
+    WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+      AND t.task_index = fail_task.task_index;
+    PERFORM flowworker.queue_archive(v_flow_slug, ARRAY[v_task.message_id]);
+    PERFORM flowworker._fail_run(fail_task.run_id, fail_task.step_slug, fail_task.error_message);
+    RETURN 'failed';
+END;
+$$;
+-- Hand claimed tasks back for immediate redelivery without spending an
+-- attempt (graceful shutdown). Only claims that are still current are
+-- released. Returns how many were.
+CREATE FUNCTION flowworker.release_tasks(
+    run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[]
+)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_released int := 0;
+    v_task record;
+    v_flow_slug text;
+    v_message_id bigint;
+BEGIN
+    -- One task at a time, each under its run lock, in the lock order.
+    FOR v_task IN
+        SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts)
+            AS c(run_id, step_slug, task_index, attempt)
+        ORDER BY c.run_id, c.step_slug, c.task_index
+    LOOP
+        PERFORM 1 FROM flowworker.runs r WHERE r.run_id = v_task.run_id FOR UPDATE;
+        UPDATE flowworker.step_tasks t
+        SET status = 'queued', attempts_count = t.attempts_count - 1
+        WHERE t.run_id = v_task.run_id AND t.step_slug = v_task.step_slug
+          AND t.task_index = v_task.task_index
+          AND t.status = 'started' AND t.attempts_count = v_task.attempt
+        RETURNING t.flow_slug, t.message_id INTO v_flow_slug, v_message_id;
+        IF FOUND THEN
+            PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_message_id], 0);
+            v_released := v_released + 1;
+        END IF;
+    END LOOP;
+    RETURN v_released;
+END;
+$$;
+-- Keep current claims hidden for another `seconds`, for tasks still running.
+-- Returns how many claims were still current.
+CREATE FUNCTION flowworker.extend_claims(
+    flow_slug text, run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[],
+    seconds int
+)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_msg_ids bigint[];
+BEGIN
+    SELECT array_agg(t.message_id) INTO v_msg_ids
+    FROM unnest(run_ids, step_slugs, task_indexes, attempts) AS c(run_id, step_slug, task_index, attempt)
+    JOIN flowworker.step_tasks t
+      ON t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+    WHERE t.flow_slug = extend_claims.flow_slug
+      AND t.status = 'started' AND t.attempts_count = c.attempt;
+    IF v_msg_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format(
+        'UPDATE flowworker.%I SET vt = greatest(vt, now() + make_interval(secs => $2))
+         WHERE msg_id = ANY($1)', 'q_' || flowworker.check_slug(extend_claims.flow_slug, 'flow slug'))
+        USING v_msg_ids, seconds;
+    RETURN cardinality(v_msg_ids);
+END;
+$$;
+CREATE FUNCTION flowworker.register_worker(worker_id uuid, flow_slug text, hostname text, pid int)
+RETURNS flowworker.workers
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    INSERT INTO flowworker.workers (worker_id, flow_slug, hostname, pid)
+    VALUES (register_worker.worker_id, flowworker.check_slug(register_worker.flow_slug, 'flow slug'),
+            register_worker.hostname, register_worker.pid)
+    ON CONFLICT (worker_id) DO UPDATE
+        SET last_heartbeat_at = now(), stopped_at = NULL
+    RETURNING *;
+$$;
+-- Returns false when the worker is unknown or was marked stopped.
+CREATE FUNCTION flowworker.heartbeat_worker(worker_id uuid)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    WITH beat AS (
+        UPDATE flowworker.workers w SET last_heartbeat_at = now()
+        WHERE w.worker_id = heartbeat_worker.worker_id AND w.stopped_at IS NULL
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM beat);
+$$;
+CREATE FUNCTION flowworker.stop_worker(worker_id uuid)
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    UPDATE flowworker.workers w SET stopped_at = now()
+    WHERE w.worker_id = stop_worker.worker_id AND w.stopped_at IS NULL;
+$$;
+-- The schema version this tree installs; workers refuse any other.
+INSERT INTO flowworker.migrations (version, name) VALUES (1, 'initial');

@@ -1,0 +1,18 @@
+CREATE TABLE flowworker.step_states (
+    run_id uuid NOT NULL REFERENCES flowworker.runs (run_id),
+    step_slug text NOT NULL,
+    flow_slug text NOT NULL,
+    status text NOT NULL DEFAULT 'created'
+        CHECK (status IN ('created', 'started', 'completed', 'failed', 'skipped', 'cancelled')),
+    remaining_deps int NOT NULL CHECK (remaining_deps >= 0),
+    remaining_tasks int CHECK (remaining_tasks >= 0),
+    initial_tasks int CHECK (initial_tasks >= 0),
+    output jsonb,
+    error_message text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz,
+    PRIMARY KEY (run_id, step_slug),
+    FOREIGN KEY (flow_slug, step_slug) REFERENCES flowworker.steps (flow_slug, step_slug)
+);

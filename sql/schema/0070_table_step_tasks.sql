@@ -1,0 +1,21 @@
+CREATE TABLE flowworker.step_tasks (
+    run_id uuid NOT NULL,
+    step_slug text NOT NULL,
+    task_index int NOT NULL CHECK (task_index >= 0),
+    flow_slug text NOT NULL,
+    status text NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'started', 'completed', 'failed', 'cancelled')),
+    -- Counted at claim; the claim token handed to the worker is this number.
+    attempts_count int NOT NULL DEFAULT 0 CHECK (attempts_count >= 0),
+    message_id bigint NOT NULL,
+    worker_id uuid,
+    output jsonb,
+    error_message text,
+    queued_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz,
+    PRIMARY KEY (run_id, step_slug, task_index),
+    UNIQUE (flow_slug, message_id),
+    FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)
+);

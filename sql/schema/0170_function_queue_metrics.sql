@@ -1,0 +1,14 @@
+CREATE FUNCTION flowworker.queue_metrics(queue_name text)
+RETURNS TABLE (queue_length bigint, visible_length bigint, oldest_msg_age_seconds double precision)
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'SELECT count(*),
+                count(*) FILTER (WHERE vt <= now()),
+                coalesce(extract(epoch FROM now() - min(enqueued_at)), 0)::double precision
+         FROM flowworker.%I',
+        'q_' || flowworker.check_slug(queue_name, 'queue name'));
+END;
+$$;

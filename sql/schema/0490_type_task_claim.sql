@@ -1,0 +1,11 @@
+-- One locked task inside start_tasks.
+CREATE TYPE flowworker.task_claim AS (
+    run_id uuid,
+    step_slug text,
+    task_index int,
+    msg_id bigint,
+    status text,
+    attempts_count int,
+    max_attempts int,
+    timeout int
+);

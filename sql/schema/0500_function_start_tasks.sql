@@ -1,0 +1,121 @@
+-- Claim up to batch_size visible tasks of a flow for a worker.
+--
+-- Each claim counts an attempt; the attempt number is the claim token that
+-- complete_task and fail_task check. A message whose claim expired (its
+-- worker died) is visible again and is re-claimed here with attempt + 1, or
+-- fails its task and run once max_attempts claims were spent. Messages that
+-- point at nothing claimable are archived, so garbage never loops.
+-- The claim stays hidden for the task timeout + grace_seconds.
+CREATE FUNCTION flowworker.start_tasks(
+    flow_slug text, worker_id uuid, batch_size int DEFAULT 10, grace_seconds int DEFAULT 5
+)
+RETURNS TABLE (
+    msg_id bigint, run_id uuid, step_slug text, task_index int, attempt int,
+    input jsonb, flow_input jsonb, timeout int
+)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    q text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
+    v_msg_ids bigint[];
+    v_ptrs jsonb[];
+    v_locked flowworker.task_claim[];
+    v_orphans bigint[];
+    v_exhausted flowworker.task_claim;
+BEGIN
+    EXECUTE format(
+        'SELECT array_agg(m.msg_id), array_agg(m.message)
+         FROM (SELECT msg_id, message FROM flowworker.%I
+               WHERE vt <= now() ORDER BY vt, msg_id LIMIT $1
+               FOR UPDATE SKIP LOCKED) m', q)
+        INTO v_msg_ids, v_ptrs USING batch_size;
+    IF v_msg_ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Lock the tasks these messages point at; skip any being written right now.
+    SELECT array_agg(l) INTO v_locked
+    FROM (
+        SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
+               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout)
+        FROM flowworker.step_tasks t
+        JOIN unnest(v_msg_ids) AS m(msg_id) ON t.message_id = m.msg_id
+        JOIN flowworker.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
+        JOIN flowworker.flows f ON f.flow_slug = t.flow_slug
+        WHERE t.flow_slug = start_tasks.flow_slug AND t.status IN ('queued', 'started')
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout);
+
+    -- Messages with no unfinished task behind them are garbage or duplicates.
+    SELECT array_agg(m.msg_id) INTO v_orphans
+    FROM unnest(v_msg_ids, v_ptrs) AS m(msg_id, ptr)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM flowworker.step_tasks t
+        WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
+          AND t.status IN ('queued', 'started')
+          AND jsonb_typeof(m.ptr) = 'object'
+          AND t.run_id::text = m.ptr ->> 'run_id'
+          AND t.step_slug = m.ptr ->> 'step_slug'
+          AND t.task_index::text = m.ptr ->> 'task_index');
+    IF v_orphans IS NOT NULL THEN
+        PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
+    END IF;
+
+    -- Claims that expired on their last attempt fail their task and run.
+    FOR v_exhausted IN
+        SELECT * FROM unnest(v_locked) c WHERE c.attempts_count >= c.max_attempts
+          AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
+    LOOP
+        PERFORM flowworker._fail_lost_task(v_exhausted);
+    END LOOP;
+
+    SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
+    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')));
+    IF v_locked IS NULL THEN
+        RETURN;
+    END IF;
+
+    EXECUTE format(
+        'UPDATE flowworker.%I q
+         SET vt = now() + make_interval(secs => c.timeout + $2), read_ct = q.read_ct + 1
+         FROM unnest($1) c WHERE q.msg_id = c.msg_id', q)
+        USING v_locked, grace_seconds;
+
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE flowworker.step_tasks t
+        SET status = 'started', attempts_count = t.attempts_count + 1, started_at = now(),
+            worker_id = start_tasks.worker_id,
+            error_message = CASE WHEN t.status = 'started'
+                                 THEN 'claim expired: the worker running attempt '
+                                      || t.attempts_count || ' was lost'
+                                 ELSE t.error_message END
+        FROM unnest(v_locked) c
+        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
+                  c.timeout
+    )
+    SELECT c.msg_id, c.run_id, c.step_slug, c.task_index, c.attempts_count,
+           CASE
+               WHEN s.step_type = 'map' AND s.deps_count = 0 THEN r.input -> c.task_index
+               WHEN s.step_type = 'map' THEN (
+                   SELECT ss.output -> c.task_index
+                   FROM flowworker.deps d
+                   JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
+                   WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
+               WHEN s.deps_count = 0 THEN r.input
+               ELSE (
+                   SELECT jsonb_object_agg(d.dep_slug, ss.output)
+                   FROM flowworker.deps d
+                   JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
+                   WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
+           END,
+           r.input, c.timeout
+    FROM claimed c
+    JOIN flowworker.runs r ON r.run_id = c.run_id
+    JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+    ORDER BY c.msg_id;
+END;
+$$;

@@ -1,0 +1,53 @@
+-- Record a failed attempt under its claim. Returns 'retry' when the task is
+-- queued again (visible after the backoff delay), 'failed' when attempts are
+-- exhausted and the run failed, 'stale' when the claim is no longer current.
+CREATE FUNCTION flowworker.fail_task(
+    run_id uuid, step_slug text, task_index int, attempt int, error_message text
+)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_flow_slug text;
+    v_task flowworker.step_tasks;
+    v_max_attempts int;
+    v_base_delay int;
+BEGIN
+    SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
+    WHERE r.run_id = fail_task.run_id AND r.status = 'started' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'stale';
+    END IF;
+    SELECT * INTO v_task FROM flowworker.step_tasks t
+    WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+      AND t.task_index = fail_task.task_index
+      AND t.status = 'started' AND t.attempts_count = fail_task.attempt
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'stale';
+    END IF;
+    SELECT coalesce(s.max_attempts, f.max_attempts), coalesce(s.base_delay, f.base_delay)
+    INTO v_max_attempts, v_base_delay
+    FROM flowworker.steps s JOIN flowworker.flows f ON f.flow_slug = s.flow_slug
+    WHERE s.flow_slug = v_flow_slug AND s.step_slug = fail_task.step_slug;
+
+    IF v_task.attempts_count < v_max_attempts THEN
+        UPDATE flowworker.step_tasks t
+        SET status = 'queued', error_message = fail_task.error_message
+        WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+          AND t.task_index = fail_task.task_index;
+        PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_task.message_id],
+            flowworker.retry_delay(v_base_delay, v_task.attempts_count));
+        RETURN 'retry';
+    END IF;
+    UPDATE flowworker.step_tasks t
+    SET status = 'failed', error_message = fail_task.error_message, failed_at = now()
+    WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
+      AND t.task_index = fail_task.task_index;
+    PERFORM flowworker.queue_archive(v_flow_slug, ARRAY[v_task.message_id]);
+    PERFORM flowworker._fail_run(fail_task.run_id, fail_task.step_slug, fail_task.error_message);
+    RETURN 'failed';
+END;
+$$;

@@ -1,0 +1,37 @@
+-- Hand claimed tasks back for immediate redelivery without spending an
+-- attempt (graceful shutdown). Only claims that are still current are
+-- released. Returns how many were.
+CREATE FUNCTION flowworker.release_tasks(
+    run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[]
+)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_released int := 0;
+    v_task record;
+    v_flow_slug text;
+    v_message_id bigint;
+BEGIN
+    -- One task at a time, each under its run lock, in the lock order.
+    FOR v_task IN
+        SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts)
+            AS c(run_id, step_slug, task_index, attempt)
+        ORDER BY c.run_id, c.step_slug, c.task_index
+    LOOP
+        PERFORM 1 FROM flowworker.runs r WHERE r.run_id = v_task.run_id FOR UPDATE;
+        UPDATE flowworker.step_tasks t
+        SET status = 'queued', attempts_count = t.attempts_count - 1
+        WHERE t.run_id = v_task.run_id AND t.step_slug = v_task.step_slug
+          AND t.task_index = v_task.task_index
+          AND t.status = 'started' AND t.attempts_count = v_task.attempt
+        RETURNING t.flow_slug, t.message_id INTO v_flow_slug, v_message_id;
+        IF FOUND THEN
+            PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_message_id], 0);
+            v_released := v_released + 1;
+        END IF;
+    END LOOP;
+    RETURN v_released;
+END;
+$$;

@@ -1,0 +1,30 @@
+-- Keep current claims hidden for another `seconds`, for tasks still running.
+-- Returns how many claims were still current.
+CREATE FUNCTION flowworker.extend_claims(
+    flow_slug text, run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[],
+    seconds int
+)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_msg_ids bigint[];
+BEGIN
+    SELECT array_agg(t.message_id) INTO v_msg_ids
+    FROM unnest(run_ids, step_slugs, task_indexes, attempts) AS c(run_id, step_slug, task_index, attempt)
+    JOIN flowworker.step_tasks t
+      ON t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+    WHERE t.flow_slug = extend_claims.flow_slug
+      AND t.status = 'started' AND t.attempts_count = c.attempt;
+    IF v_msg_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    EXECUTE format(
+        'UPDATE flowworker.%I SET vt = greatest(vt, now() + make_interval(secs => $2))
+         WHERE msg_id = ANY($1)', 'q_' || flowworker.check_slug(extend_claims.flow_slug, 'flow slug'))
+        USING v_msg_ids, seconds;
+    RETURN cardinality(v_msg_ids);
+END;
+$$;

@@ -1,0 +1,6 @@
+import psycopg
+
+
+def test_template_has_schema(conn: psycopg.Connection) -> None:
+    row = conn.execute("SELECT max(version) FROM flowworker.migrations").fetchone()
+    assert row == (1,)

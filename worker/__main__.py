@@ -1,0 +1,3 @@
+from flowworker.cli.app import main
+
+main()

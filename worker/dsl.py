@@ -1,0 +1,148 @@
+"""Flow definitions: `Flow`, its `step` and `map` decorators, and `Context`."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+from flowworker.errors import DefinitionError
+
+SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
+StepType = Literal["single", "map"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler knows about the task it runs."""
+
+    run_id: UUID
+    flow_slug: str
+    step_slug: str
+    task_index: int
+    attempt: int
+    flow_input: Any
+    worker_id: UUID
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a flow: its handler, dependencies and options."""
+
+    slug: str
+    handler: Handler
+    deps: tuple[str, ...]
+    step_type: StepType = "single"
+    max_attempts: int | None = None
+    base_delay: int | None = None
+    timeout: int | None = None
+    start_delay: int | None = None
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
+
+
+def check_slug(slug: object, what: str) -> str:
+    """Return slug if it passes the allow-list, else raise DefinitionError."""
+    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
+        raise DefinitionError(f"invalid {what} {slug!r}: slugs match {SLUG_PATTERN.pattern}")
+    return slug
+
+
+def _check_option(name: str, value: int | None, minimum: int, where: str) -> None:
+    if value is not None and (not isinstance(value, int) or value < minimum):
+        raise DefinitionError(f"{where}: {name} must be an integer >= {minimum}, not {value!r}")
+
+
+class Flow:
+    """A DAG of steps. Steps are added by decorating handlers, deps first."""
+
+    def __init__(self, slug: str, *, max_attempts: int = 3, base_delay: int = 1,
+                 timeout: int = 60) -> None:
+        self.slug = check_slug(slug, "flow slug")
+        where = f"flow {slug!r}"
+        _check_option("max_attempts", max_attempts, 1, where)
+        _check_option("base_delay", base_delay, 0, where)
+        _check_option("timeout", timeout, 1, where)
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.timeout = timeout
+        self.steps: dict[str, Step] = {}
+
+    def __repr__(self) -> str:
+        return f"Flow({self.slug!r}, steps={list(self.steps)})"
+
+    def step(self, *, slug: str | None = None, depends_on: Iterable[str | Handler] = (),
+             max_attempts: int | None = None, base_delay: int | None = None,
+             timeout: int | None = None, start_delay: int | None = None) -> Callable[[H], H]:
+        """Register a handler as a `single` step; it runs once per run."""
+        def decorate(handler: H) -> H:
+            deps = self._resolve_deps(slug or handler.__name__, depends_on)
+            self._add(Step(slug or handler.__name__, handler, deps, "single",
+                           max_attempts, base_delay, timeout, start_delay))
+            return handler
+        return decorate
+
+    def map(self, *, over: str | Handler | None = None, slug: str | None = None,
+            max_attempts: int | None = None, base_delay: int | None = None,
+            timeout: int | None = None, start_delay: int | None = None) -> Callable[[H], H]:
+        """Register a handler as a `map` step: one task per element of the
+        array that step `over` returns (or of the flow input when None)."""
+        def decorate(handler: H) -> H:
+            deps = self._resolve_deps(slug or handler.__name__, [] if over is None else [over])
+            self._add(Step(slug or handler.__name__, handler, deps, "map",
+                           max_attempts, base_delay, timeout, start_delay))
+            return handler
+        return decorate
+
+    def timeout_of(self, step_slug: str) -> int:
+        """The step's timeout in seconds, else the flow's."""
+        return self.steps[step_slug].timeout or self.timeout
+
+    def _resolve_deps(self, step_slug: str, depends_on: Iterable[str | Handler]) -> tuple[str, ...]:
+        if isinstance(depends_on, str):
+            depends_on = [depends_on]
+        deps: list[str] = []
+        for dep in depends_on:
+            name = dep if isinstance(dep, str) else self._slug_of(dep, step_slug)
+            if name == step_slug:
+                raise DefinitionError(
+                    f"flow {self.slug!r}: step {step_slug!r} depends on itself (a cycle)")
+            if name not in self.steps:
+                raise DefinitionError(
+                    f"flow {self.slug!r}: step {step_slug!r} depends on unknown step {name!r}"
+                    " (define a step after the steps it depends on; this also rules out cycles)")
+            if name not in deps:
+                deps.append(name)
+        return tuple(deps)
+
+    def _slug_of(self, handler: Handler, step_slug: str) -> str:
+        for step in self.steps.values():
+            if step.handler is handler:
+                return step.slug
+        name = getattr(handler, "__name__", repr(handler))
+        raise DefinitionError(
+            f"flow {self.slug!r}: step {step_slug!r} depends on {name!r}, "
+            "which is not a step of this flow")
+
+    def _add(self, step: Step) -> None:
+        where = f"flow {self.slug!r}: step {step.slug!r}"
+        check_slug(step.slug, f"step slug in flow {self.slug!r}:")
+        if step.slug in self.steps:
+            raise DefinitionError(f"{where} is defined twice")
+        if step.step_type == "map" and len(step.deps) > 1:
+            raise DefinitionError(f"{where} is a map step with {len(step.deps)} deps; at most 1")
+        _check_option("max_attempts", step.max_attempts, 1, where)
+        _check_option("base_delay", step.base_delay, 0, where)
+        _check_option("timeout", step.timeout, 1, where)
+        _check_option("start_delay", step.start_delay, 0, where)
+        if not callable(step.handler):
+            raise DefinitionError(f"{where}: the handler is not callable")
+        self.steps[step.slug] = step

@@ -1,0 +1,64 @@
+"""Settings: flags, then FLOWWORKER_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flowworker.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class Settings(BaseSettings):
+    """Everything a flowworker command can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWWORKER_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("FLOWWORKER_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="libpq URL of the database. Default: postgres on 127.0.0.1:5432.",
+    )
+    app: str | None = Field(None, description="Module that defines the flows, e.g. myapp.flows.")
+    flows: list[str] = Field(default_factory=list, description="Flow slugs a worker runs.")
+    concurrency: int = Field(10, ge=1, le=10_000, description="Tasks run at once per worker.")
+    batch_size: int = Field(10, ge=1, le=1_000, description="Most tasks claimed per round trip.")
+    signal: Literal["notify", "poll"] = Field(
+        "notify", description="notify: LISTEN plus a fallback poll; poll: polling only.")
+    poll_min_interval: float = Field(
+        0.05, gt=0, description="Seconds: shortest wait between polls when polling finds nothing.")
+    poll_max_interval: float = Field(
+        1.0, gt=0, description="Seconds: longest wait between polls; also the NOTIFY fallback.")
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="Seconds running handlers get to finish after SIGTERM/SIGINT.")
+    claim_grace: int = Field(
+        5, ge=1, description="Seconds a claim stays hidden beyond the task timeout.")
+    heartbeat_interval: float = Field(5.0, gt=0, description="Seconds between worker heartbeats.")
+    sync_threads: int = Field(
+        0, ge=0, description="Threads for plain `def` handlers; 0 means --concurrency.")
+    metrics_addr: str = Field(
+        "127.0.0.1:9108", description="host:port for /metrics, /healthz, /readyz; `off` disables.")
+    drain: bool = Field(False, description="Exit 0 once the flows have no runnable work left.")
+    log_format: Literal["auto", "human", "json"] = Field(
+        "auto", description="auto: human on a terminal, JSON lines otherwise.")
+    log_level: str = Field("INFO", description="Python logging level name.")
+
+    @model_validator(mode="after")
+    def _poll_bounds(self) -> Settings:
+        if self.poll_min_interval > self.poll_max_interval:
+            raise ValueError("poll_min_interval must not exceed poll_max_interval")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from flags (non-None overrides) and the environment."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigurationError(f"invalid setting {where}: {first['msg']}") from None
