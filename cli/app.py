@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-
-try:  # typer vendors click from 0.26 on
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer with click installed
-    from click.exceptions import ClickException  # type: ignore[no-redef]
+from typer._click.exceptions import ClickException  # typer vendors click
 
 from flowworker.errors import ConfigurationError, FlowworkerError
 from flowworker.settings import load_settings

@@ -18,10 +18,10 @@ orders = Flow("orders", max_attempts=3, base_delay=1, timeout=30)
 @orders.step()
 async def validate(order: dict[str, Any], ctx: Context) -> dict[str, Any]:
     order_id = int(order["order_id"])
-    items = [{"sku": f"SKU-{(order_id * 7 + i) % 100:03d}", "qty": 1 + i % 3}
-             for i in range(1 + order_id % 4)]
-    return {"order_id": order_id, "items": items,
-            "total_cents": sum(999 * item["qty"] for item in items)}
+    quantities = [1 + i % 3 for i in range(1 + order_id % 4)]
+    items = [{"sku": f"SKU-{(order_id * 7 + i) % 100:03d}", "qty": qty}
+             for i, qty in enumerate(quantities)]
+    return {"order_id": order_id, "items": items, "total_cents": 999 * sum(quantities)}
 
 
 @orders.step(depends_on=[validate])
