@@ -1,0 +1,44 @@
+-- name: flow_shape
+-- The steps of a flow as the database knows them, to compare with the code.
+SELECT s.step_slug, s.step_type,
+       coalesce(array_agg(d.dep_slug ORDER BY d.dep_slug) FILTER (WHERE d.dep_slug IS NOT NULL),
+                '{}') AS deps
+FROM flowworker.steps s
+LEFT JOIN flowworker.deps d ON d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug
+WHERE s.flow_slug = $1
+GROUP BY s.step_slug, s.step_type
+
+-- name: register_worker
+SELECT worker_id FROM flowworker.register_worker($1, $2, $3, $4)
+
+-- name: heartbeat_worker
+SELECT flowworker.heartbeat_worker($1)
+
+-- name: stop_worker
+SELECT flowworker.stop_worker($1)
+
+-- name: start_tasks
+SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, timeout
+FROM flowworker.start_tasks($1, $2, $3, $4)
+
+-- name: ack_tasks
+SELECT ord, result FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6)
+
+-- name: release_tasks
+SELECT flowworker.release_tasks($1, $2, $3, $4)
+
+-- name: finished_runs
+-- Runs among those in flight here that were cancelled or failed meanwhile.
+SELECT run_id FROM flowworker.runs WHERE run_id = ANY($1) AND status <> 'started'
+
+-- name: queue_metrics
+SELECT queue_length, visible_length, oldest_msg_age_seconds FROM flowworker.queue_metrics($1)
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) FROM flowworker.migrations
+
+-- name: schema_present
+SELECT to_regclass('flowworker.migrations') IS NOT NULL
+
+-- name: listen_check
+SELECT 1

@@ -1,0 +1,115 @@
+"""Write outcomes back: batched, retried through connection loss, shielded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import asyncpg
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from flowworker import logs, metrics
+from flowworker.dbpool import Database
+from flowworker.tasks import ClaimedTask, Outcome
+
+MAX_BATCH = 200
+
+_FAILED_OUTCOME = {"retry": "retry", "failed": "exhausted", "stale": "stale"}
+
+
+class Completer:
+    """Drains the outcome stream into ack_tasks / release_tasks calls."""
+
+    def __init__(self, db: Database, outcomes: MemoryObjectReceiveStream[Outcome],
+                 on_written: Callable[[Outcome, str], None]) -> None:
+        self.db = db
+        self.outcomes = outcomes
+        self.on_written = on_written
+
+    async def run(self) -> None:
+        """Until the stream closes: take what is waiting (up to MAX_BATCH) and write it."""
+        async with self.outcomes:
+            async for first in self.outcomes:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self.outcomes.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                # Once handed over, an outcome is written even if we are being cancelled.
+                with anyio.CancelScope(shield=True):
+                    await self.write(batch)
+
+    async def write(self, batch: list[Outcome]) -> None:
+        releases = [o for o in batch if o.kind == "release"]
+        acks = [o for o in batch if o.kind in ("completed", "error", "timeout")]
+        if releases:
+            await self._release([o.task for o in releases])
+            for outcome in releases:
+                self.on_written(outcome, "released")
+        if acks:
+            await self._ack(acks)
+        for outcome in batch:
+            if outcome.kind == "discard":
+                logs.event("task.discarded", **outcome.task.fields())
+                self.on_written(outcome, "discarded")
+
+    async def _ack(self, acks: list[Outcome]) -> None:
+        try:
+            results = await self.db.retrying("ack_tasks", lambda: self._ack_call(acks))
+        except asyncpg.PostgresError as exc:
+            await self._ack_one_by_one(acks, exc)
+            return
+        for outcome, result in zip(acks, results, strict=True):
+            self._report(outcome, result)
+
+    async def _ack_one_by_one(self, acks: list[Outcome], exc: asyncpg.PostgresError) -> None:
+        """One bad output (e.g. a \\u0000 that jsonb refuses) must not sink the
+        batch: write outcomes singly, failing the attempt the database refused."""
+        if len(acks) > 1:
+            for outcome in acks:
+                await self._ack([outcome])
+            return
+        outcome = acks[0]
+        if outcome.kind != "completed":
+            # Even the failure cannot be written: the claim expires and is redelivered.
+            logs.event("task.ack_failed", error_type=type(exc).__name__, **outcome.task.fields())
+            self.on_written(outcome, "unwritten")
+            return
+        outcome.kind, outcome.output_json = "error", None
+        outcome.error = f"output refused by the database: {exc}"
+        await self._ack([outcome])
+
+    async def _ack_call(self, acks: list[Outcome]) -> list[str]:
+        rows = await self.db.fetch(
+            "ack_tasks",
+            [o.task.run_id for o in acks], [o.task.step_slug for o in acks],
+            [o.task.task_index for o in acks], [o.task.attempt for o in acks],
+            [o.output_json for o in acks], [o.error for o in acks])
+        by_position = {row["ord"]: row["result"] for row in rows}
+        return [by_position[i + 1] for i in range(len(acks))]
+
+    async def _release(self, tasks: list[ClaimedTask]) -> None:
+        await self.db.retrying("release_tasks", lambda: self.db.fetchval(
+            "release_tasks", [t.run_id for t in tasks], [t.step_slug for t in tasks],
+            [t.task_index for t in tasks], [t.attempt for t in tasks]))
+        for task in tasks:
+            logs.event("task.released", **task.fields())
+
+    def _report(self, outcome: Outcome, result: str) -> None:
+        task = outcome.task
+        fields = {**task.fields(), "duration_ms": round(outcome.duration * 1000, 3)}
+        if result == "completed":
+            metrics.TASKS_COMPLETED.labels(task.flow.slug, task.step_slug).inc()
+            logs.event("task.completed", **fields)
+        elif result == "stale":
+            metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, "stale").inc()
+            logs.event("task.stale", **fields)
+        else:
+            label = "timeout" if outcome.kind == "timeout" else _FAILED_OUTCOME[result]
+            metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, label).inc()
+            error_type = (outcome.error or "").split(":", 1)[0]
+            logs.event("task.failed", outcome=label, result=result, error_type=error_type,
+                       **fields)
+        self.on_written(outcome, result)
+

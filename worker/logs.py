@@ -1,0 +1,53 @@
+"""One event per line: `event` plus fields. Human on a terminal, JSON otherwise.
+
+Payloads (inputs, outputs) are never logged; error text is logged only as
+the exception type at the default level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+LOGGER = logging.getLogger("flowworker")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "event": record.getMessage(),
+        }
+        body.update(getattr(record, "fields", {}))
+        return json.dumps(body, default=str)
+
+
+class _HumanFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        level = record.levelname
+        return f"{stamp}.{int(record.msecs):03d} {level:<7} {record.getMessage()} {pairs}"
+
+
+def configure(log_format: str = "auto", level: str = "INFO") -> None:
+    """Send flowworker's events to stderr in the chosen format."""
+    if log_format == "auto":
+        log_format = "human" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _HumanFormatter())
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(level.upper())
+    LOGGER.propagate = False
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event, e.g. event("task.completed", flow="orders", ...)."""
+    if LOGGER.isEnabledFor(level):
+        LOGGER.log(level, name, extra={"fields": fields})

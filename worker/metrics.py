@@ -1,0 +1,37 @@
+"""Prometheus metrics: names flowworker_*, seconds, labels flow/step/outcome."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+TASKS_STARTED = Counter(
+    "flowworker_tasks_started", "Tasks whose handler started.", ["flow", "step"],
+    registry=REGISTRY)
+TASKS_COMPLETED = Counter(
+    "flowworker_tasks_completed", "Tasks completed (applied).", ["flow", "step"],
+    registry=REGISTRY)
+TASKS_FAILED = Counter(
+    "flowworker_tasks_failed", "Failed attempts by outcome: retry, exhausted, timeout, stale.",
+    ["flow", "step", "outcome"], registry=REGISTRY)
+TASK_DURATION = Histogram(
+    "flowworker_task_duration_seconds", "Handler run time.", ["flow", "step"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=REGISTRY)
+TASK_QUEUE_WAIT = Histogram(
+    "flowworker_task_queue_wait_seconds", "Time from a task becoming visible to its claim.",
+    ["flow"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+    registry=REGISTRY)
+IN_FLIGHT = Gauge("flowworker_tasks_in_flight", "Tasks claimed and not yet acknowledged.",
+                  ["flow"], registry=REGISTRY)
+QUEUE_DEPTH = Gauge("flowworker_queue_depth", "Messages in the flow's queue.", ["flow"],
+                    registry=REGISTRY)
+QUEUE_OLDEST_AGE = Gauge("flowworker_queue_oldest_message_age_seconds",
+                         "Age of the oldest message in the flow's queue.", ["flow"],
+                         registry=REGISTRY)
+LISTENER_UP = Gauge("flowworker_listener_up", "1 while the LISTEN connection is up.",
+                    registry=REGISTRY)
+DB_RECONNECTS = Counter("flowworker_db_reconnects", "Database operations retried after a "
+                        "lost connection.", registry=REGISTRY)
+LOOP_LAG = Histogram("flowworker_event_loop_lag_seconds", "Event loop lateness.",
+                     buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5), registry=REGISTRY)

@@ -1,0 +1,112 @@
+"""Claim as many tasks as there are free slots, when woken or on a timer."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from uuid import UUID
+
+import anyio
+
+from flowworker import logs
+from flowworker.dbpool import Database, backoff, is_retryable
+from flowworker.dsl import Flow
+from flowworker.settings import Settings
+from flowworker.tasks import ClaimedTask, Slots
+
+NOTIFY_DEBOUNCE = 0.002  # seconds: a NOTIFY flood causes at most one claim per window
+
+
+class Producer:
+    """One per flow: waits for a NOTIFY or its jittered poll timer, claims
+    min(free slots, batch size) tasks in one round trip and dispatches them.
+    It keeps claiming while claims come back full and slots are free."""
+
+    def __init__(self, flow: Flow, worker_id: UUID, db: Database, settings: Settings,
+                 slots: Slots, dispatch: Callable[[ClaimedTask], None]) -> None:
+        self.flow = flow
+        self.worker_id = worker_id
+        self.db = db
+        self.settings = settings
+        self.slots = slots
+        self.dispatch = dispatch
+        self._wake = anyio.Event()
+        self._interval = settings.poll_min_interval
+        self.idle = False  # the last claim found nothing
+        self.first_round = anyio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim until cancelled (the supervisor cancels us to stop claiming)."""
+        more = True
+        while True:
+            await self.slots.wait_free()
+            if not more:
+                await self._wait_for_signal()
+            more = await self._claim_round()
+
+    async def _claim_round(self) -> bool:
+        """Claim once; True when the claim was full (there may be more)."""
+        wanted = min(self.slots.free, self.settings.batch_size)
+        self._wake = anyio.Event()
+        claimed = await self._claim(wanted)
+        self.idle = not claimed
+        if claimed:
+            self._interval = self.settings.poll_min_interval
+        for task in claimed:
+            self.dispatch(task)
+        self.first_round.set()
+        return len(claimed) == wanted
+
+    async def _claim(self, wanted: int) -> list[ClaimedTask]:
+        attempt = 0
+        while True:
+            # Reserve the slots while the claim is in flight, so producers of
+            # other flows do not claim them too; dispatch takes them for real.
+            self.slots.take(wanted)
+            try:
+                # Shielded: a claim cancelled after it committed would leave
+                # its tasks hidden until their visibility timeout.
+                with anyio.CancelScope(shield=True):
+                    rows = await self.db.fetch("start_tasks", self.flow.slug, self.worker_id,
+                                               wanted, self.settings.claim_grace)
+                return [self._task(row) for row in rows]
+            except Exception as exc:
+                # A claim that committed before its connection dropped expires
+                # and is redelivered; the next round is a fresh claim.
+                if not is_retryable(exc):
+                    raise
+                logs.event("db.reconnecting", what="start_tasks", error=type(exc).__name__)
+            finally:
+                self.slots.take(-wanted)
+            await anyio.sleep(backoff(attempt))
+            attempt += 1
+
+    def _task(self, row: Mapping[str, Any]) -> ClaimedTask:
+        return ClaimedTask(flow=self.flow, worker_id=self.worker_id, msg_id=row["msg_id"],
+                           run_id=row["run_id"], step_slug=row["step_slug"],
+                           task_index=row["task_index"], attempt=row["attempt"],
+                           input=row["input"], flow_input=row["flow_input"],
+                           timeout=row["timeout"])
+
+    async def _wait_for_signal(self) -> None:
+        """Sleep until a NOTIFY (debounced) or the poll timer."""
+        began = time.monotonic()
+        with anyio.move_on_after(self._next_interval()):
+            await self._wake.wait()
+            spent = time.monotonic() - began
+            if spent < NOTIFY_DEBOUNCE:
+                await anyio.sleep(NOTIFY_DEBOUNCE - spent)
+
+    def _next_interval(self) -> float:
+        low, high = self.settings.poll_min_interval, self.settings.poll_max_interval
+        if self.settings.signal == "notify":
+            # The fallback poll: NOTIFY is only a hint.
+            return random.uniform(high / 2, high)  # noqa: S311
+        # Decorrelated jitter between the bounds; reset to low when work is found.
+        self._interval = min(high, random.uniform(low, self._interval * 3))  # noqa: S311
+        return self._interval

@@ -1,0 +1,248 @@
+"""`flowworker run`: wire producer, executor, completer and supervisor."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from flowworker import executor, health, logs, metrics, supervisor
+from flowworker.completer import Completer
+from flowworker.dbpool import Database
+from flowworker.dsl import Flow
+from flowworker.errors import FlowworkerError, SchemaError, ShapeMismatchError
+from flowworker.listener import Listener
+from flowworker.producer import Producer
+from flowworker.registry import load_flows, select_flows
+from flowworker.schema import schema_version
+from flowworker.settings import Settings
+from flowworker.shape import shape_difference
+from flowworker.tasks import ClaimedTask, Outcome, Slots
+
+POOL_SIZE = 3  # claims, acknowledgements, bookkeeping; the listener has its own
+
+
+class Worker:
+    """One worker process serving one or more flows."""
+
+    def __init__(self, settings: Settings, flows: list[Flow]) -> None:
+        self.settings = settings
+        self.flows = flows
+        self.db = Database(settings.database_url, POOL_SIZE)
+        self.worker_ids = {flow.slug: uuid.uuid4() for flow in flows}
+        self.in_flight: set[ClaimedTask] = set()
+        self.producers: list[Producer] = []
+        self.listener: Listener | None = None
+        self.stopping = False
+        self._handlers: anyio.abc.TaskGroup | None = None
+        self._outcomes: MemoryObjectSendStream[Outcome] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def run(self) -> None:
+        # anyio primitives belong to the running event loop.
+        self.slots = Slots(self.settings.concurrency)
+        self.limiter = anyio.CapacityLimiter(self.settings.sync_threads
+                                             or self.settings.concurrency)
+        self.hurry = anyio.Event()
+        self._stop_claiming = anyio.CancelScope()
+        await self.db.open()
+        try:
+            await self._check_database()
+            await self._register()
+            await self._serve()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._unregister()
+                await self.db.close()
+        logs.event("worker.stopped", pid=os.getpid())
+
+    async def _serve(self) -> None:
+        send, receive = anyio.create_memory_object_stream[Outcome](self.settings.concurrency * 2)
+        self._outcomes = send
+        completer = Completer(self.db, receive, self._on_written)
+        self.producers = [Producer(flow, self.worker_ids[flow.slug], self.db, self.settings,
+                                   self.slots, self._dispatch) for flow in self.flows]
+        by_slug = {p.flow.slug: p for p in self.producers}
+        async with anyio.create_task_group() as services:
+            completer_done = anyio.Event()
+            services.start_soon(self._run_then_set, completer.run, completer_done)
+            await self._start_services(services, by_slug)
+            async with anyio.create_task_group() as handlers:
+                self._handlers = handlers
+                with self._stop_claiming:
+                    async with anyio.create_task_group() as claiming:
+                        for producer in self.producers:
+                            claiming.start_soon(producer.run)
+                        claiming.start_soon(self._announce_ready)
+                await self._drain_handlers()
+            await send.aclose()
+            await completer_done.wait()
+            services.cancel_scope.cancel()
+
+    async def _start_services(self, services: anyio.abc.TaskGroup,
+                              by_slug: dict[str, Producer]) -> None:
+        services.start_soon(supervisor.signals, self)
+        services.start_soon(supervisor.heartbeat, self)
+        services.start_soon(supervisor.watch_runs, self)
+        services.start_soon(supervisor.loop_lag, self)
+        if self.settings.drain:
+            services.start_soon(supervisor.drain_watch, self)
+        if self.settings.signal == "notify":
+            self.listener = Listener(self.settings.database_url, list(by_slug),
+                                     lambda slug: by_slug[slug].wake())
+            services.start_soon(self.listener.run)
+        if self.settings.metrics_addr != "off":
+            await services.start(health.serve, self.settings.metrics_addr, self._not_ready)
+
+    @staticmethod
+    async def _run_then_set(job: Callable[[], Awaitable[None]], done: anyio.Event) -> None:
+        try:
+            await job()
+        finally:
+            done.set()
+
+    async def _announce_ready(self) -> None:
+        for producer in self.producers:
+            await producer.first_round.wait()
+        if self.listener is not None:
+            await self.listener.connected.wait()
+        logs.event("worker.ready", flows=[f.slug for f in self.flows],
+                   concurrency=self.settings.concurrency, signal=self.settings.signal)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop claiming and drain (first signal, or --drain finished)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        logs.event("worker.draining", reason=reason, in_flight=len(self.in_flight),
+                   shutdown_timeout=self.settings.shutdown_timeout)
+        self._stop_claiming.cancel()
+
+    async def _drain_handlers(self) -> None:
+        """Hand back what has not started, give running handlers the
+        shutdown timeout (or until a second signal), then hand back the rest."""
+        for task in list(self.in_flight):
+            if not task.started:
+                task.cancel("release")
+        with anyio.move_on_after(self.settings.shutdown_timeout):
+            async with anyio.create_task_group() as race:
+                async def finish_first(wait: Callable[[], Awaitable[None]]) -> None:
+                    await wait()
+                    race.cancel_scope.cancel()
+                race.start_soon(finish_first, self.slots.wait_empty)
+                race.start_soon(finish_first, self.hurry.wait)
+        for task in list(self.in_flight):
+            task.cancel("release")
+
+    # -- tasks ---------------------------------------------------------------
+
+    def _dispatch(self, task: ClaimedTask) -> None:
+        assert self._handlers is not None
+        self.slots.take(1)
+        self.in_flight.add(task)
+        metrics.IN_FLIGHT.labels(task.flow.slug).inc()
+        self._handlers.start_soon(self._run_task, task)
+
+    async def _run_task(self, task: ClaimedTask) -> None:
+        try:
+            if self.stopping:
+                outcome = Outcome(task, "release")
+            else:
+                outcome = await executor.execute(task, self.limiter)
+        finally:
+            self.in_flight.discard(task)
+            metrics.IN_FLIGHT.labels(task.flow.slug).dec()
+        assert self._outcomes is not None
+        with anyio.CancelScope(shield=True):
+            await self._outcomes.send(outcome)
+            await self.slots.give()
+
+    def _on_written(self, outcome: Outcome, result: str) -> None:
+        if result == "failed":
+            self.discard_runs({outcome.task.run_id})
+
+    def discard_runs(self, run_ids: set[uuid.UUID]) -> None:
+        """Cancel in-flight handlers of runs that ended; drop their results."""
+        for task in list(self.in_flight):
+            if task.run_id in run_ids:
+                task.cancel("discard")
+
+    # -- database checks and registry -----------------------------------------
+
+    async def _check_database(self) -> None:
+        if not await self.db.fetchval("schema_present"):
+            raise SchemaError("flowworker schema is not installed; run `flowworker migrate`")
+        version = await self.db.fetchval("schema_version")
+        if version != schema_version():
+            raise SchemaError(f"database schema is version {version}, this flowworker expects "
+                              f"{schema_version()}; run `flowworker migrate`")
+        for flow in self.flows:
+            problem = shape_difference(flow, await self.db.fetch("flow_shape", flow.slug))
+            if problem:
+                raise ShapeMismatchError(problem)
+
+    async def _register(self) -> None:
+        for slug, worker_id in self.worker_ids.items():
+            await self.db.fetchval("register_worker", worker_id, slug, socket.gethostname(),
+                                   os.getpid())
+        logs.event("worker.started", worker_id=",".join(map(str, self.worker_ids.values())),
+                   flows=list(self.worker_ids), pid=os.getpid())
+
+    async def _unregister(self) -> None:
+        with anyio.move_on_after(5):
+            for worker_id in self.worker_ids.values():
+                try:
+                    await self.db.fetchval("stop_worker", worker_id)
+                except Exception as exc:  # best effort on the way out
+                    logs.event("worker.unregister_failed", error=type(exc).__name__)
+
+    async def _not_ready(self) -> str | None:
+        try:
+            with anyio.fail_after(2):
+                version = await self.db.fetchval("schema_version")
+        except Exception as exc:  # any failure means not ready
+            return f"database: {type(exc).__name__}"
+        if version != schema_version():
+            return f"schema version {version}, expected {schema_version()}"
+        if self.listener is not None and not self.listener.up:
+            return "listener down"
+        return None
+
+
+def _backend_options() -> dict[str, bool]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+def run_worker(settings: Settings) -> None:
+    """Entry point of `flowworker run`; raises FlowworkerError for the CLI."""
+    logs.configure(settings.log_format, settings.log_level)
+    flows = select_flows(load_flows(settings.app), settings.flows)
+    worker = Worker(settings, flows)
+    try:
+        anyio.run(worker.run, backend="asyncio", backend_options=_backend_options())
+    except Exception as exc:  # every way out becomes one line and an exit code
+        first = _first_error(exc)
+        if isinstance(first, FlowworkerError):
+            raise first from None
+        traceback.print_exception(first, file=sys.stderr)
+        logs.event("worker.crashed", error_type=type(first).__name__)
+        raise FlowworkerError(f"worker crashed: {type(first).__name__}: {first}") from None
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) task-group exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        errors = exc.subgroup(FlowworkerError)
+        exc = (errors or exc).exceptions[0]
+    return exc
