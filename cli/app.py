@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from typer._click.exceptions import ClickException  # typer vendors click
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
 from flowworker.errors import ConfigurationError, FlowworkerError
 from flowworker.settings import load_settings
@@ -39,7 +39,7 @@ def run(
     log_format: Annotated[str | None, typer.Option(help="auto, human or json")] = None,
 ) -> None:
     """Run a worker for one or more flows until SIGTERM/SIGINT (or --drain)."""
-    from flowworker.runtime import run_worker
+    from flowworker.registry import load_flows
 
     settings = load_settings(
         flows=flow or None, app=app_module, database_url=database_url,
@@ -48,6 +48,9 @@ def run(
         shutdown_timeout=shutdown_timeout, metrics_addr=metrics_addr,
         drain=drain or None, log_format=log_format,
     )
+    load_flows(settings.app)  # a missing or broken --app fails here with exit 2
+    from flowworker.runtime import run_worker
+
     run_worker(settings)
 
 
@@ -97,7 +100,9 @@ def migrate(
 
 
 def fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"flowworker: error: {message}\n")
+    """Write one line on stderr (a multi-line message is joined) and exit."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    sys.stderr.write(f"flowworker: error: {line or 'failed'}\n")
     raise SystemExit(code)
 
 
@@ -109,5 +114,7 @@ def main() -> None:
         fail(str(exc), exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         fail("interrupted", 1)
+    except NoArgsIsHelpError:  # the help is already printed
+        raise SystemExit(2) from None
     except ClickException as exc:
-        fail(exc.format_message().splitlines()[0], 2)
+        fail(exc.format_message(), 2)

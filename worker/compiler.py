@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,16 +42,24 @@ def compile_flow(flow: Flow) -> str:
 def write_flow_file(flow: Flow, out_dir: Path, now: datetime | None = None) -> Path | None:
     """Write `<YYYYMMDDHHMMSS>_create_<slug>_flow.sql` into out_dir.
 
-    Returns None when a file there already holds exactly this SQL, so
-    compiling an unchanged flow twice adds no migration.
+    Returns None when the newest file for this flow there already holds
+    exactly this SQL, so compiling an unchanged flow twice adds no migration.
+    Only the newest counts: `migrate` applies the files in name order, so
+    after A, B, A the definition A must be written again to win.
     """
     sql = compile_flow(flow)
-    digest = hashlib.sha256(sql.encode()).digest()
-    for existing in out_dir.glob(f"*_create_{flow.slug}_flow.sql"):
-        if hashlib.sha256(existing.read_bytes()).digest() == digest:
-            return None
+    latest = _latest_flow_file(flow.slug, out_dir)
+    if latest is not None and latest.read_bytes() == sql.encode():
+        return None
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     path = out_dir / f"{stamp}_create_{flow.slug}_flow.sql"
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(sql)
     return path
+
+
+def _latest_flow_file(slug: str, out_dir: Path) -> Path | None:
+    """The newest `<14 digits>_create_<slug>_flow.sql` in out_dir (exact slug)."""
+    pattern = re.compile(rf"^\d{{14}}_create_{re.escape(slug)}_flow\.sql$")
+    found = sorted(path for path in out_dir.glob("*.sql") if pattern.match(path.name))
+    return found[-1] if found else None

@@ -9,7 +9,7 @@ import asyncpg
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from flowworker import logs, metrics
-from flowworker.dbpool import Database
+from flowworker.dbpool import Database, GaveUpError
 from flowworker.tasks import ClaimedTask, Outcome
 
 MAX_BATCH = 200
@@ -21,8 +21,10 @@ class Completer:
     """Drains the outcome stream into ack_tasks / release_tasks calls."""
 
     def __init__(self, db: Database, outcomes: MemoryObjectReceiveStream[Outcome],
-                 on_written: Callable[[Outcome, str], None]) -> None:
+                 on_written: Callable[[Outcome, str], None],
+                 give_up: Callable[[], bool] = lambda: False) -> None:
         self.db = db
+        self.give_up = give_up
         self.outcomes = outcomes
         self.on_written = on_written
 
@@ -38,7 +40,12 @@ class Completer:
                         break
                 # Once handed over, an outcome is written even if we are being cancelled.
                 with anyio.CancelScope(shield=True):
-                    await self.write(batch)
+                    try:
+                        await self.write(batch)
+                    except GaveUpError:
+                        # Unwritten claims expire and are redelivered elsewhere.
+                        for outcome in batch:
+                            logs.event("task.unwritten", **outcome.task.fields())
 
     async def write(self, batch: list[Outcome]) -> None:
         releases = [o for o in batch if o.kind == "release"]
@@ -56,7 +63,8 @@ class Completer:
 
     async def _ack(self, acks: list[Outcome]) -> None:
         try:
-            results = await self.db.retrying("ack_tasks", lambda: self._ack_call(acks))
+            results = await self.db.retrying("ack_tasks", lambda: self._ack_call(acks),
+                                             self.give_up)
         except asyncpg.PostgresError as exc:
             await self._ack_one_by_one(acks, exc)
             return
@@ -92,7 +100,7 @@ class Completer:
     async def _release(self, tasks: list[ClaimedTask]) -> None:
         await self.db.retrying("release_tasks", lambda: self.db.fetchval(
             "release_tasks", [t.run_id for t in tasks], [t.step_slug for t in tasks],
-            [t.task_index for t in tasks], [t.attempt for t in tasks]))
+            [t.task_index for t in tasks], [t.attempt for t in tasks]), self.give_up)
         for task in tasks:
             logs.event("task.released", **task.fields())
 

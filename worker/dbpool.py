@@ -49,6 +49,10 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
     return conn
 
 
+class GaveUpError(Exception):
+    """A retried operation was abandoned (second signal while the database is away)."""
+
+
 class Database:
     """A small pool for claims, acknowledgements and bookkeeping."""
 
@@ -88,9 +92,11 @@ class Database:
         async with self.pool.acquire() as conn:
             return await conn.fetchval(self.sql[name], *args)
 
-    async def retrying(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    async def retrying(self, what: str, operation: Callable[[], Awaitable[T]],
+                       give_up: Callable[[], bool] = lambda: False) -> T:
         """Run operation until it succeeds, waiting out lost connections and
-        restarts with capped, jittered backoff. Only for idempotent work."""
+        restarts with capped, jittered backoff. Only for idempotent work.
+        Raises GaveUpError when give_up() turns true while the database is away."""
         attempt = 0
         while True:
             try:
@@ -98,6 +104,8 @@ class Database:
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
+                if give_up():
+                    raise GaveUpError(f"{what}: gave up after {type(exc).__name__}") from exc
                 metrics.DB_RECONNECTS.inc()
                 delay = backoff(attempt)
                 logs.event("db.reconnecting", what=what, error=type(exc).__name__,

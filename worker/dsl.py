@@ -57,7 +57,8 @@ def check_slug(slug: object, what: str) -> str:
 
 
 def _check_option(name: str, value: int | None, minimum: int, where: str) -> None:
-    if value is not None and (not isinstance(value, int) or value < minimum):
+    # bool is an int subclass, but `timeout=True` is a mistake, not one second.
+    if value is not None and (type(value) is not int or value < minimum):
         raise DefinitionError(f"{where}: {name} must be an integer >= {minimum}, not {value!r}")
 
 
@@ -84,8 +85,9 @@ class Flow:
              timeout: int | None = None, start_delay: int | None = None) -> Callable[[H], H]:
         """Register a handler as a `single` step; it runs once per run."""
         def decorate(handler: H) -> H:
-            deps = self._resolve_deps(slug or handler.__name__, depends_on)
-            self._add(Step(slug or handler.__name__, handler, deps, "single",
+            step_slug = slug or self._name_of(handler)
+            deps = self._resolve_deps(step_slug, depends_on)
+            self._add(Step(step_slug, handler, deps, "single",
                            max_attempts, base_delay, timeout, start_delay))
             return handler
         return decorate
@@ -96,8 +98,12 @@ class Flow:
         """Register a handler as a `map` step: one task per element of the
         array that step `over` returns (or of the flow input when None)."""
         def decorate(handler: H) -> H:
-            deps = self._resolve_deps(slug or handler.__name__, [] if over is None else [over])
-            self._add(Step(slug or handler.__name__, handler, deps, "map",
+            step_slug = slug or self._name_of(handler)
+            # A list given as `over` is checked as deps, so two of them are
+            # reported as "a map step with 2 deps" rather than a bad name.
+            sources = over if isinstance(over, list | tuple) else [] if over is None else [over]
+            deps = self._resolve_deps(step_slug, sources)
+            self._add(Step(step_slug, handler, deps, "map",
                            max_attempts, base_delay, timeout, start_delay))
             return handler
         return decorate
@@ -122,6 +128,12 @@ class Flow:
             if name not in deps:
                 deps.append(name)
         return tuple(deps)
+
+    def _name_of(self, handler: object) -> str:
+        if not callable(handler):
+            raise DefinitionError(
+                f"flow {self.slug!r}: a step handler must be callable, not {handler!r}")
+        return str(getattr(handler, "__name__", ""))
 
     def _slug_of(self, handler: Handler, step_slug: str) -> str:
         for step in self.steps.values():

@@ -49,3 +49,21 @@ class ShapeMismatchError(SchemaError):
 
 class DatabaseError(FlowworkerError):
     """The database refused the request."""
+
+
+class UnknownFlowError(FlowworkerError):
+    """No flow with this slug is defined in the database."""
+
+    exit_code = 2
+
+
+class UnknownRunError(FlowworkerError):
+    """No run with this run_id exists."""
+
+    exit_code = 2
+
+
+class InvalidInputError(FlowworkerError):
+    """The database rejected an argument: a slug, a run_id or the flow input."""
+
+    exit_code = 2

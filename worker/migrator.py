@@ -7,7 +7,12 @@ from pathlib import Path
 import psycopg
 
 from flowworker.db import connect
-from flowworker.errors import DatabaseError, SchemaError
+from flowworker.errors import (
+    DatabaseError,
+    DatabaseUnreachableError,
+    SchemaError,
+    ShapeMismatchError,
+)
 from flowworker.schema import migrations, queries, schema_version
 
 
@@ -28,14 +33,15 @@ def database_version(conn: psycopg.Connection) -> int:
 def migrate(database_url: str, flow_dir: Path | None = None) -> list[str]:
     """Apply pending migrations, then every `*.sql` file in flow_dir.
 
-    Each step runs in its own transaction under one advisory lock, so
-    concurrent and repeated calls are safe. Returns what was applied.
+    One session-level advisory lock covers the whole call, so concurrent and
+    repeated calls are safe. Each migration runs in a transaction of its own;
+    a compiled flow file brings its own BEGIN/COMMIT. Returns what was applied.
     """
     applied: list[str] = []
     files = sorted(flow_dir.glob("*.sql")) if flow_dir else []
-    with connect(database_url) as conn:
-        with conn.transaction():
-            conn.execute(queries()["migrate_lock"])
+    with connect(database_url, autocommit=True) as conn:
+        conn.execute(queries()["migrate_lock"])
+        try:
             current = database_version(conn)
             if current > schema_version():
                 raise SchemaError(
@@ -43,30 +49,29 @@ def migrate(database_url: str, flow_dir: Path | None = None) -> list[str]:
                     f"({schema_version()}); upgrade flowworker")
             for migration in migrations():
                 if migration.version > current:
-                    _execute(conn, migration.sql, f"migration {migration.version}")
+                    with conn.transaction():
+                        _execute(conn, migration.sql, f"migration {migration.version}")
                     applied.append(f"migration {migration.version:04d}_{migration.name}")
-        for file in files:
-            with conn.transaction():
-                conn.execute(queries()["migrate_lock"])
+            for file in files:
                 _execute(conn, file.read_text(), str(file))
                 applied.append(str(file))
+        finally:
+            if not conn.closed:
+                conn.execute(queries()["migrate_unlock"])
     return applied
 
 
 def _execute(conn: psycopg.Connection, sql: str, what: str) -> None:
     try:
         conn.execute(sql.encode())
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnreachableError(f"{what}: connection lost: {exc}") from None
     except psycopg.Error as exc:
-        diag = exc.diag.message_primary or str(exc).splitlines()[0]
+        # A file's own BEGIN leaves the session in the failed transaction.
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("ROLLBACK")
+        diag = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+        # add_step says "flow 'x' changed shape: step 'y' ..." (SQLSTATE 22023).
+        if isinstance(exc, psycopg.errors.InvalidParameterValue) and "changed shape" in diag:
+            raise ShapeMismatchError(f"{what}: {diag}") from None
         raise DatabaseError(f"{what}: {diag}") from None
-
-
-def check_schema(conn: psycopg.Connection) -> None:
-    """Raise SchemaError unless the installed schema is this code's version."""
-    current = database_version(conn)
-    if current == 0:
-        raise SchemaError("flowworker schema is not installed; run `flowworker migrate`")
-    if current != schema_version():
-        raise SchemaError(
-            f"database schema is version {current}, this flowworker expects "
-            f"{schema_version()}; run `flowworker migrate`")

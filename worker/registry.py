@@ -23,12 +23,14 @@ def load_flows(module_name: str | None) -> dict[str, Flow]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AppImportError(f"cannot import application module {module_name!r}: {exc}") from None
+        raise AppImportError(
+            f"cannot import application module {module_name!r}: {_first_line(exc)}") from None
     except ConfigurationError:
         raise
     except Exception as exc:
         raise AppImportError(
-            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+            f"importing {module_name!r} failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     flows: dict[str, Flow] = {}
     for value in vars(module).values():
         if isinstance(value, Flow):
@@ -38,6 +40,12 @@ def load_flows(module_name: str | None) -> dict[str, Flow]:
     if not flows:
         raise ConfigurationError(f"{module_name} defines no Flow at its top level")
     return flows
+
+
+def _first_line(exc: BaseException) -> str:
+    """Errors are one line on stderr; a multi-line message keeps its first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
 
 
 def select_flows(flows: dict[str, Flow], slugs: list[str] | None) -> list[Flow]:

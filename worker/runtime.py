@@ -66,7 +66,7 @@ class Worker:
     async def _serve(self) -> None:
         send, receive = anyio.create_memory_object_stream[Outcome](self.settings.concurrency * 2)
         self._outcomes = send
-        completer = Completer(self.db, receive, self._on_written)
+        completer = Completer(self.db, receive, self._on_written, self.hurry.is_set)
         self.producers = [Producer(flow, self.worker_ids[flow.slug], self.db, self.settings,
                                    self.slots, self._dispatch) for flow in self.flows]
         by_slug = {p.flow.slug: p for p in self.producers}

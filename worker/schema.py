@@ -57,5 +57,7 @@ def queries() -> dict[str, str]:
     for file in _sql_files("queries"):
         parts = _QUERY_NAME.split(file.read_text())
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in named:
+                raise ValueError(f"query {name!r} is defined twice (again in {file.name})")
             named[name] = body.strip()
     return named

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowworker.errors import ConfigurationError
@@ -45,6 +45,24 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "human", "json"] = Field(
         "auto", description="auto: human on a terminal, JSON lines otherwise.")
     log_level: str = Field("INFO", description="Python logging level name.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value == "off":
+            return value
+        _, _, port = value.rpartition(":")  # no host means 127.0.0.1
+        if not (port.isdigit() and int(port) <= 65535):
+            raise ValueError("must be host:port (e.g. 127.0.0.1:9108), :port or off")
+        return value
 
     @model_validator(mode="after")
     def _poll_bounds(self) -> Settings:

@@ -1,6 +1,9 @@
 -- name: migrate_lock
 -- One migrator at a time; concurrent `flowworker migrate` calls queue here.
-SELECT pg_advisory_xact_lock(hashtext('flowworker.migrate'))
+SELECT pg_advisory_lock(hashtext('flowworker.migrate'))
+
+-- name: migrate_unlock
+SELECT pg_advisory_unlock(hashtext('flowworker.migrate'))
 
 -- name: schema_state
 SELECT to_regnamespace('flowworker') IS NOT NULL AS has_schema,

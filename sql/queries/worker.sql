@@ -34,9 +34,6 @@ SELECT run_id FROM flowworker.runs WHERE run_id = ANY($1) AND status <> 'started
 -- name: queue_metrics
 SELECT queue_length, visible_length, oldest_msg_age_seconds FROM flowworker.queue_metrics($1)
 
--- name: schema_version
-SELECT coalesce(max(version), 0) FROM flowworker.migrations
-
 -- name: schema_present
 SELECT to_regclass('flowworker.migrations') IS NOT NULL
 

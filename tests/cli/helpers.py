@@ -1,0 +1,46 @@
+"""Run the installed `flowworker` console script as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = Path(sys.executable).with_name("flowworker")
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without any flowworker setting in it."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("FLOWWORKER_") and key != "DATABASE_URL"}
+    env.update(extra or {})
+    return env
+
+
+def command(*args: str) -> list[str]:
+    """The console script when installed next to this Python, else `-m`."""
+    if SCRIPT.exists():
+        return [str(SCRIPT), *args]
+    return [sys.executable, "-m", "flowworker", *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO,
+            prefix: Sequence[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `flowworker ARGS` to completion (the timeout only guards a hang)."""
+    argv = [*prefix, *args] if prefix is not None else command(*args)
+    return subprocess.run(argv, env=clean_env(env), cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The documented exit code and exactly one `flowworker: error:` line."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("flowworker: error: "), result.stderr
+    assert result.stderr.endswith("\n")
+    return lines[0]
