@@ -83,7 +83,7 @@ def watch(url: str, worker: subprocess.Popen[bytes], total: int) -> float:
 
 def summary(url: str, elapsed: float) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        statuses = dict(conn.execute(
+        statuses: dict[str, int] = dict(conn.execute(
             "SELECT status, count(*) FROM flowworker.runs GROUP BY 1").fetchall())
         tasks = conn.execute(
             "SELECT count(*) FROM flowworker.step_tasks WHERE status = 'completed'").fetchone()

@@ -2,8 +2,10 @@
 --
 -- Lock order, followed by every function that takes more than one lock:
 --   run -> step state -> task -> message
+-- (start_flow and add_step first take the flow row: shared and exclusive.)
 -- start_tasks is the one exception: it locks messages first, then tasks and
--- runs with SKIP LOCKED only, so it never waits and cannot deadlock.
+-- runs with SKIP LOCKED only, and what failing a lost task's run touches with
+-- NOWAIT (giving up when busy), so it never waits and cannot deadlock.
 --
 -- Every function pins search_path = '' and qualifies every name.
 CREATE SCHEMA flowworker;
@@ -547,7 +549,8 @@ BEGIN
         FOR v_step IN
             SELECT ss.step_slug, s.step_type, coalesce(s.start_delay, 0) AS start_delay,
                    (SELECT d.dep_slug FROM flowworker.deps d
-                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug) AS map_source
+                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug
+                      AND s.step_type = 'map') AS map_source
             FROM flowworker.step_states ss
             JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
             WHERE ss.run_id = p_run_id AND ss.status = 'created' AND ss.remaining_deps = 0
@@ -598,7 +601,10 @@ DECLARE
     v_root_map text;
 BEGIN
     PERFORM flowworker.check_slug(start_flow.flow_slug, 'flow slug');
-    IF NOT EXISTS (SELECT 1 FROM flowworker.flows f WHERE f.flow_slug = start_flow.flow_slug) THEN
+    -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
+    -- read below are the whole flow, not a half-added step.
+    PERFORM 1 FROM flowworker.flows f WHERE f.flow_slug = start_flow.flow_slug FOR KEY SHARE;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'flow % does not exist', quote_literal(start_flow.flow_slug)
             USING ERRCODE = 'P0002', HINT = 'compile the flow and apply it: flowworker compile';
     END IF;
@@ -679,9 +685,12 @@ CREATE TYPE flowworker.task_claim AS (
     timeout int
 );
 -- A claim expired on the task's last attempt: its worker was lost every
--- time. Fail the task and its run. The run lock is taken with SKIP LOCKED
--- (start_tasks already holds the task lock, against the lock order); when
--- it is busy, the message stays visible and a later claim does this.
+-- time. Fail the task and its run. start_tasks already holds the task lock,
+-- against the lock order, so it must never wait: the run is locked with
+-- SKIP LOCKED and everything that failing the run touches (the run's
+-- unfinished tasks and their messages) with NOWAIT. When any of it is busy,
+-- nothing is changed, the message stays visible and a later claim does this.
+-- A run that is already over (a lost sibling failed it) is left as it is.
 CREATE FUNCTION flowworker._fail_lost_task(c flowworker.task_claim)
 RETURNS void
 LANGUAGE plpgsql
@@ -692,11 +701,23 @@ DECLARE
     v_error text := format('claim expired on attempt %s of %s: the worker running it was lost',
                            c.attempts_count, c.max_attempts);
 BEGIN
-    SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
-    WHERE r.run_id = c.run_id FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
+    BEGIN
+        SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
+        WHERE r.run_id = c.run_id AND r.status = 'started' FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        PERFORM 1 FROM flowworker.step_tasks t
+        WHERE t.run_id = c.run_id AND t.status IN ('queued', 'started')
+        FOR UPDATE NOWAIT;
+        EXECUTE format(
+            'SELECT 1 FROM flowworker.%I q JOIN flowworker.step_tasks t ON t.message_id = q.msg_id
+             WHERE t.run_id = $1 AND t.flow_slug = $2 AND t.status IN (''queued'', ''started'')
+             FOR UPDATE OF q NOWAIT', 'q_' || flowworker.check_slug(v_flow_slug, 'flow slug'))
+            USING c.run_id, v_flow_slug;
+    EXCEPTION WHEN lock_not_available THEN
         RETURN;
-    END IF;
+    END;
     UPDATE flowworker.step_tasks t
     SET status = 'failed', failed_at = now(), error_message = v_error
     WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index;
@@ -777,8 +798,12 @@ BEGIN
         PERFORM flowworker._fail_lost_task(v_exhausted);
     END LOOP;
 
+    -- A lost task above may have failed its run and cancelled tasks locked here.
     SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
-    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')));
+    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
+      AND EXISTS (SELECT 1 FROM flowworker.step_tasks t
+                  WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
+                    AND t.task_index = c.task_index AND t.status = c.status);
     IF v_locked IS NULL THEN
         RETURN;
     END IF;
@@ -993,6 +1018,39 @@ BEGIN
          WHERE msg_id = ANY($1)', 'q_' || flowworker.check_slug(extend_claims.flow_slug, 'flow slug'))
         USING v_msg_ids, seconds;
     RETURN cardinality(v_msg_ids);
+END;
+$$;
+-- Apply many outcomes in one round trip: an output completes a task, an
+-- error fails the attempt. Outcomes are applied in run_id order, so two
+-- workers acknowledging overlapping runs lock them in the same order.
+-- Returns, per input position (1-based), what complete_task or fail_task
+-- said: 'completed', 'retry', 'failed' or 'stale'.
+CREATE FUNCTION flowworker.ack_tasks(
+    run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[],
+    outputs jsonb[], errors text[]
+)
+RETURNS TABLE (ord int, result text)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN
+        SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors)
+            WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error, ord)
+        ORDER BY a.run_id, a.step_slug, a.task_index
+    LOOP
+        ord := v.ord;
+        IF v.error IS NULL THEN
+            result := CASE WHEN flowworker.complete_task(v.run_id, v.step_slug, v.task_index,
+                                                         v.attempt, v.output)
+                           THEN 'completed' ELSE 'stale' END;
+        ELSE
+            result := flowworker.fail_task(v.run_id, v.step_slug, v.task_index, v.attempt, v.error);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
 END;
 $$;
 CREATE FUNCTION flowworker.register_worker(worker_id uuid, flow_slug text, hostname text, pid int)

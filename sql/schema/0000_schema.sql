@@ -2,8 +2,10 @@
 --
 -- Lock order, followed by every function that takes more than one lock:
 --   run -> step state -> task -> message
+-- (start_flow and add_step first take the flow row: shared and exclusive.)
 -- start_tasks is the one exception: it locks messages first, then tasks and
--- runs with SKIP LOCKED only, so it never waits and cannot deadlock.
+-- runs with SKIP LOCKED only, and what failing a lost task's run touches with
+-- NOWAIT (giving up when busy), so it never waits and cannot deadlock.
 --
 -- Every function pins search_path = '' and qualifies every name.
 CREATE SCHEMA flowworker;

@@ -19,7 +19,8 @@ BEGIN
         FOR v_step IN
             SELECT ss.step_slug, s.step_type, coalesce(s.start_delay, 0) AS start_delay,
                    (SELECT d.dep_slug FROM flowworker.deps d
-                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug) AS map_source
+                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug
+                      AND s.step_type = 'map') AS map_source
             FROM flowworker.step_states ss
             JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
             WHERE ss.run_id = p_run_id AND ss.status = 'created' AND ss.remaining_deps = 0

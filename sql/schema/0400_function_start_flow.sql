@@ -11,7 +11,10 @@ DECLARE
     v_root_map text;
 BEGIN
     PERFORM flowworker.check_slug(start_flow.flow_slug, 'flow slug');
-    IF NOT EXISTS (SELECT 1 FROM flowworker.flows f WHERE f.flow_slug = start_flow.flow_slug) THEN
+    -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
+    -- read below are the whole flow, not a half-added step.
+    PERFORM 1 FROM flowworker.flows f WHERE f.flow_slug = start_flow.flow_slug FOR KEY SHARE;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'flow % does not exist', quote_literal(start_flow.flow_slug)
             USING ERRCODE = 'P0002', HINT = 'compile the flow and apply it: flowworker compile';
     END IF;

@@ -71,8 +71,12 @@ BEGIN
         PERFORM flowworker._fail_lost_task(v_exhausted);
     END LOOP;
 
+    -- A lost task above may have failed its run and cancelled tasks locked here.
     SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
-    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')));
+    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
+      AND EXISTS (SELECT 1 FROM flowworker.step_tasks t
+                  WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
+                    AND t.task_index = c.task_index AND t.status = c.status);
     IF v_locked IS NULL THEN
         RETURN;
     END IF;

@@ -1,0 +1,58 @@
+"""A diamond a -> (b, c) -> d runs to completion through the real functions."""
+
+from __future__ import annotations
+
+import psycopg
+
+from tests.sql.helpers import (
+    assert_invariants,
+    claim,
+    complete,
+    define,
+    run_row,
+    start,
+    step_statuses,
+)
+
+
+def test_diamond_inputs_and_run_output(conn: psycopg.Connection) -> None:
+    define(conn, "diamond", {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]})
+    run_id = start(conn, "diamond", {"n": 1})
+
+    (a,) = claim(conn, "diamond")
+    assert (a.step_slug, a.attempt, a.input, a.flow_input) == ("a", 1, {"n": 1}, {"n": 1})
+    assert claim(conn, "diamond") == []
+    assert complete(conn, a, {"a": 10})
+
+    b, c = sorted(claim(conn, "diamond"), key=lambda x: x.step_slug)
+    assert (b.step_slug, b.input) == ("b", {"a": {"a": 10}})
+    assert (c.step_slug, c.input) == ("c", {"a": {"a": 10}})
+    assert b.flow_input == {"n": 1}
+    assert complete(conn, c, "c-out")
+    assert claim(conn, "diamond") == [], "d must wait for both b and c"
+    assert complete(conn, b, ["b-out"])
+
+    (d,) = claim(conn, "diamond")
+    assert (d.step_slug, d.input) == ("d", {"b": ["b-out"], "c": "c-out"})
+    assert run_row(conn, run_id)["status"] == "started"
+    assert complete(conn, d, {"done": True})
+
+    run = run_row(conn, run_id)
+    assert run["status"] == "completed"
+    assert run["output"] == {"d": {"done": True}}
+    assert run["completed_at"] is not None
+    assert run["remaining_steps"] == 0
+    assert step_statuses(conn, run_id) == dict.fromkeys("abcd", "completed")
+    assert_invariants(conn, "diamond")
+
+
+
+def test_run_output_has_every_leaf(conn: psycopg.Connection) -> None:
+    define(conn, "fork", {"a": [], "b": ["a"], "c": ["a"]})
+    run_id = start(conn, "fork")
+    (a,) = claim(conn, "fork")
+    assert complete(conn, a, 1)
+    for task in claim(conn, "fork"):
+        assert complete(conn, task, task.step_slug.upper())
+    assert run_row(conn, run_id)["output"] == {"b": "B", "c": "C"}
+    assert_invariants(conn, "fork")

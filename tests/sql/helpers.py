@@ -1,0 +1,282 @@
+"""Shared helpers for the SQL tests: drive the worker protocol through the
+real functions and read back what the state machine wrote."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+WORKER = uuid.UUID("00000000-0000-4000-8000-000000000001")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of flowworker.start_tasks."""
+
+    msg_id: int
+    run_id: uuid.UUID
+    step_slug: str
+    task_index: int
+    attempt: int
+    input: Any
+    flow_input: Any
+    timeout: int
+
+
+def start(conn: psycopg.Connection, flow: str, flow_input: Any = None,
+          run_id: uuid.UUID | None = None) -> uuid.UUID:
+    """Start a run and return its id."""
+    row = conn.execute(
+        "SELECT run_id FROM flowworker.start_flow(%s, %s, %s)",
+        (flow, Jsonb({} if flow_input is None else flow_input), run_id),
+    ).fetchone()
+    assert row is not None
+    run: uuid.UUID = row[0]
+    return run
+
+
+def claim(conn: psycopg.Connection, flow: str, batch_size: int = 10,
+          worker: uuid.UUID = WORKER) -> list[Claim]:
+    rows = conn.execute(
+        "SELECT * FROM flowworker.start_tasks(%s, %s, %s, 5)", (flow, worker, batch_size)
+    ).fetchall()
+    return [Claim(*row) for row in rows]
+
+
+def complete(conn: psycopg.Connection, c: Claim, output: Any) -> bool:
+    row = conn.execute(
+        "SELECT flowworker.complete_task(%s, %s, %s, %s, %s)",
+        (c.run_id, c.step_slug, c.task_index, c.attempt, Jsonb(output)),
+    ).fetchone()
+    assert row is not None
+    applied: bool = row[0]
+    return applied
+
+
+def fail(conn: psycopg.Connection, c: Claim, error: str = "boom") -> str:
+    row = conn.execute(
+        "SELECT flowworker.fail_task(%s, %s, %s, %s, %s)",
+        (c.run_id, c.step_slug, c.task_index, c.attempt, error),
+    ).fetchone()
+    assert row is not None
+    outcome: str = row[0]
+    return outcome
+
+
+def release(conn: psycopg.Connection, claims: list[Claim]) -> int:
+    row = conn.execute(
+        "SELECT flowworker.release_tasks(%s, %s, %s, %s)",
+        ([c.run_id for c in claims], [c.step_slug for c in claims],
+         [c.task_index for c in claims], [c.attempt for c in claims]),
+    ).fetchone()
+    assert row is not None
+    released: int = row[0]
+    return released
+
+
+def run_row(conn: psycopg.Connection, run_id: uuid.UUID) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM flowworker.runs WHERE run_id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def step_statuses(conn: psycopg.Connection, run_id: uuid.UUID) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT step_slug, status FROM flowworker.step_states WHERE run_id = %s", (run_id,)
+    ).fetchall()
+    return dict(rows)
+
+
+def step_row(conn: psycopg.Connection, run_id: uuid.UUID, step: str) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT * FROM flowworker.step_states WHERE run_id = %s AND step_slug = %s",
+            (run_id, step),
+        ).fetchone()
+    assert row is not None
+    return row
+
+
+def tasks(conn: psycopg.Connection, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """Every task of a run, in (step_slug, task_index) order."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT * FROM flowworker.step_tasks WHERE run_id = %s ORDER BY step_slug, task_index",
+            (run_id,),
+        ).fetchall()
+
+
+def queue_table(flow: str) -> sql.Identifier:
+    return sql.Identifier("flowworker", f"q_{flow}")
+
+
+def archive_table(flow: str) -> sql.Identifier:
+    return sql.Identifier("flowworker", f"a_{flow}")
+
+
+def queued_ids(conn: psycopg.Connection, flow: str) -> set[int]:
+    rows = conn.execute(sql.SQL("SELECT msg_id FROM {}").format(queue_table(flow))).fetchall()
+    return {r[0] for r in rows}
+
+
+def archived_ids(conn: psycopg.Connection, flow: str) -> set[int]:
+    rows = conn.execute(sql.SQL("SELECT msg_id FROM {}").format(archive_table(flow))).fetchall()
+    return {r[0] for r in rows}
+
+
+def expire(conn: psycopg.Connection, flow: str, msg_ids: list[int]) -> None:
+    """Test hook for the clock: make messages visible as if their vt had passed
+    (an hour ago, so that they come before anything enqueued by the test)."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET vt = now() - interval '1 h' WHERE msg_id = ANY(%s)").format(
+            queue_table(flow)),
+        (msg_ids,),
+    )
+
+
+def vt_of(conn: psycopg.Connection, flow: str, msg_id: int) -> datetime:
+    row = conn.execute(
+        sql.SQL("SELECT vt FROM {} WHERE msg_id = %s").format(queue_table(flow)), (msg_id,)
+    ).fetchone()
+    assert row is not None, f"message {msg_id} is not in the queue"
+    vt: datetime = row[0]
+    return vt
+
+
+def visible_in(conn: psycopg.Connection, flow: str, msg_id: int) -> float:
+    """Seconds until a message becomes visible, in DB time (<= 0: visible now)."""
+    row = conn.execute(
+        sql.SQL("SELECT extract(epoch FROM vt - now())::float8 FROM {} WHERE msg_id = %s")
+        .format(queue_table(flow)),
+        (msg_id,),
+    ).fetchone()
+    assert row is not None, f"message {msg_id} is not in the queue"
+    seconds: float = row[0]
+    return seconds
+
+
+def define(conn: psycopg.Connection, flow: str, steps: dict[str, list[str]],
+           maps: tuple[str, ...] = (), max_attempts: int = 3, base_delay: int = 1,
+           timeout: int = 60) -> None:
+    """create_flow + add_step for each entry of steps (slug -> deps), in order."""
+    conn.execute("SELECT flowworker.create_flow(%s, %s, %s, %s)",
+                 (flow, max_attempts, base_delay, timeout))
+    for step, deps in steps.items():
+        conn.execute(
+            "SELECT flowworker.add_step(%s, %s, deps => %s, step_type => %s)",
+            (flow, step, deps, "map" if step in maps else "single"),
+        )
+
+
+THREADS = 8
+
+
+def in_parallel(db_url: str, work: Callable[[psycopg.Connection, int], None]) -> None:
+    """Run work(conn, i) in THREADS threads, each on its own connection, all
+    released together; re-raise the first error any of them hit."""
+    barrier = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def body(i: int) -> None:
+        try:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                barrier.wait(timeout=30)
+                work(conn, i)
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    if errors:
+        raise errors[0]
+
+
+def deadlocks(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT deadlocks FROM pg_stat_database "
+                       "WHERE datname = current_database()").fetchone()
+    assert row is not None
+    count: int = row[0]
+    return count
+
+
+# Each query returns the rows that break one invariant (RELIABILITY.md); none is fine.
+INVARIANTS = {
+    "step counters match the task rows": """
+        SELECT ss.run_id, ss.step_slug FROM flowworker.step_states ss
+        WHERE ss.status = 'started' AND ss.remaining_tasks IS DISTINCT FROM (
+            SELECT count(*) FROM flowworker.step_tasks t
+            WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+              AND t.status <> 'completed')
+           OR ss.status = 'completed' AND (ss.remaining_tasks <> 0 OR EXISTS (
+            SELECT 1 FROM flowworker.step_tasks t
+            WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
+              AND t.status <> 'completed'))
+           OR ss.remaining_deps <> (
+            SELECT count(*) FROM flowworker.deps d
+            JOIN flowworker.step_states dep
+              ON dep.run_id = ss.run_id AND dep.step_slug = d.dep_slug
+            WHERE d.flow_slug = ss.flow_slug AND d.step_slug = ss.step_slug
+              AND dep.status <> 'completed')""",
+    "run counters match the step rows": """
+        SELECT r.run_id FROM flowworker.runs r
+        WHERE r.remaining_steps <> (SELECT count(*) FROM flowworker.step_states ss
+                                    WHERE ss.run_id = r.run_id AND ss.status <> 'completed')
+          AND r.status IN ('started', 'completed')""",
+    "no unfinished task or step in a finished run": """
+        SELECT r.run_id FROM flowworker.runs r
+        WHERE r.status <> 'started' AND (
+            EXISTS (SELECT 1 FROM flowworker.step_tasks t
+                    WHERE t.run_id = r.run_id AND t.status IN ('queued', 'started'))
+         OR EXISTS (SELECT 1 FROM flowworker.step_states ss
+                    WHERE ss.run_id = r.run_id AND ss.status IN ('created', 'started')))""",
+    "attempts within max_attempts": """
+        SELECT t.run_id FROM flowworker.step_tasks t
+        JOIN flowworker.steps s USING (flow_slug, step_slug)
+        JOIN flowworker.flows f USING (flow_slug)
+        WHERE t.attempts_count > coalesce(s.max_attempts, f.max_attempts)""",
+}
+
+QUEUE_INVARIANTS = {
+    "no message for a finished task": """
+        SELECT t.run_id FROM flowworker.step_tasks t JOIN {queue} q ON q.msg_id = t.message_id
+        WHERE t.flow_slug = %(flow)s AND t.status NOT IN ('queued', 'started')""",
+    "every unfinished task has its message": """
+        SELECT t.run_id FROM flowworker.step_tasks t
+        WHERE t.flow_slug = %(flow)s AND t.status IN ('queued', 'started')
+          AND NOT EXISTS (SELECT 1 FROM {queue} q WHERE q.msg_id = t.message_id)""",
+    "every started run has a way forward": """
+        SELECT r.run_id FROM flowworker.runs r
+        WHERE r.flow_slug = %(flow)s AND r.status = 'started' AND NOT EXISTS (
+            SELECT 1 FROM flowworker.step_tasks t JOIN {queue} q ON q.msg_id = t.message_id
+            WHERE t.run_id = r.run_id AND t.status IN ('queued', 'started'))""",
+}
+
+
+def assert_invariants(conn: psycopg.Connection, flow: str) -> None:
+    """Fail naming every invariant of the state machine that does not hold."""
+    broken: dict[str, list[Any]] = {}
+    for name, query in INVARIANTS.items():
+        rows = conn.execute(query).fetchall()
+        if rows:
+            broken[name] = rows
+    for name, template in QUEUE_INVARIANTS.items():
+        composed = sql.SQL(template).format(queue=queue_table(flow))
+        rows = conn.execute(composed, {"flow": flow}).fetchall()
+        if rows:
+            broken[name] = rows
+    assert broken == {}
