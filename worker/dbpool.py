@@ -36,10 +36,25 @@ def backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
     return random.uniform(base, min(cap, base * 2 ** min(attempt, 16)))  # noqa: S311
 
 
+class UndecodableJson:
+    """Stands in for a JSON value Python cannot decode (e.g. nested too deep),
+    so that the task fails clearly instead of the claim crashing the worker."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def decode_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return UndecodableJson("nested too deeply for Python's JSON decoder")
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Outputs arrive here already serialised (so a bad one fails its attempt,
     # not the batch); text goes through as is.
-    await conn.set_type_codec("jsonb", encoder=str, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("jsonb", encoder=str, decoder=decode_json, schema="pg_catalog")
 
 
 async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:

@@ -9,7 +9,8 @@ import time
 import anyio
 
 from flowworker import logs, metrics
-from flowworker.dsl import Context
+from flowworker.dbpool import UndecodableJson
+from flowworker.dsl import Context, Step
 from flowworker.tasks import ClaimedTask, Outcome
 
 
@@ -19,7 +20,28 @@ def _context(task: ClaimedTask) -> Context:
                    flow_input=task.flow_input, worker_id=task.worker_id)
 
 
-async def execute(task: ClaimedTask, limiter: anyio.CapacityLimiter) -> Outcome:
+def _undecodable(task: ClaimedTask) -> str | None:
+    for name, value in (("input", task.input), ("flow input", task.flow_input)):
+        if isinstance(value, UndecodableJson):
+            return f"the task's {name} cannot be decoded: {value.reason}"
+    return None
+
+
+def _serialise(result: object, max_bytes: int) -> tuple[str | None, str | None]:
+    """(JSON text, None), or (None, why the output cannot be stored)."""
+    try:
+        text = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return None, f"output is not JSON-serialisable: {type(exc).__name__}: {exc}"
+    size = len(text.encode())
+    if size > max_bytes:
+        return None, (f"output is {size} bytes, over the limit of {max_bytes} bytes "
+                      "(flowworker.config max_output_bytes)")
+    return text, None
+
+
+async def execute(task: ClaimedTask, limiter: anyio.CapacityLimiter,
+                  max_output_bytes: int) -> Outcome:
     """Run the task's handler and say what happened.
 
     A timeout cancels an async handler; a sync one is abandoned in its thread
@@ -27,39 +49,45 @@ async def execute(task: ClaimedTask, limiter: anyio.CapacityLimiter) -> Outcome:
     reported as `release` or `discard`, not as a failure.
     """
     step = task.flow.steps.get(task.step_slug)
+    problem = _undecodable(task)
     if step is None:
-        return Outcome(task, "error", error=f"no handler registered for step "
-                       f"{task.step_slug!r} of flow {task.flow.slug!r}")
-    ctx = _context(task)
+        problem = f"no handler registered for step {task.step_slug!r} of flow {task.flow.slug!r}"
+    if step is None or problem:
+        return Outcome(task, "error", error=problem)
     began = time.monotonic()
-    task.started = True
-    metrics.TASKS_STARTED.labels(task.flow.slug, task.step_slug).inc()
-    logs.event("task.started", **task.fields())
-    result: object = None
-    error: str | None = None
-    with task.cancel_scope:
-        with anyio.move_on_after(task.timeout) as deadline:
-            try:
-                if step.is_async:
-                    result = await step.handler(task.input, ctx)
-                else:
-                    call = functools.partial(step.handler, task.input, ctx)
-                    result = await anyio.to_thread.run_sync(
-                        call, limiter=limiter, abandon_on_cancel=True)
-            except Exception as exc:  # a handler's error fails its attempt
-                error = f"{type(exc).__name__}: {exc}"
+    result, error, timed_out = await _run_handler(task, step, limiter)
     duration = time.monotonic() - began
     metrics.TASK_DURATION.labels(task.flow.slug, task.step_slug).observe(duration)
     if task.cancel_reason is not None:
         return Outcome(task, task.cancel_reason, duration=duration)
-    if deadline.cancelled_caught:
+    if timed_out:
         return Outcome(task, "timeout", duration=duration,
                        error=f"timeout: the handler ran longer than {task.timeout} s")
+    output_json = None
+    if error is None:
+        output_json, error = _serialise(result, max_output_bytes)
     if error is not None:
         return Outcome(task, "error", error=error, duration=duration)
-    try:
-        output_json = json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return Outcome(task, "error", duration=duration,
-                       error=f"output is not JSON-serialisable: {exc}")
     return Outcome(task, "completed", output_json=output_json, duration=duration)
+
+
+async def _run_handler(task: ClaimedTask, step: Step,
+                       limiter: anyio.CapacityLimiter) -> tuple[object, str | None, bool]:
+    """(result, error text, timed out) of one handler call."""
+    task.started = True
+    metrics.TASKS_STARTED.labels(task.flow.slug, task.step_slug).inc()
+    logs.event("task.started", **task.fields())
+    ctx = _context(task)
+    result: object = None
+    error: str | None = None
+    with task.cancel_scope, anyio.move_on_after(task.timeout) as deadline:
+        try:
+            if step.is_async:
+                result = await step.handler(task.input, ctx)
+            else:
+                call = functools.partial(step.handler, task.input, ctx)
+                result = await anyio.to_thread.run_sync(call, limiter=limiter,
+                                                        abandon_on_cancel=True)
+        except Exception as exc:  # a handler's error fails its attempt
+            error = f"{type(exc).__name__}: {exc}"
+    return result, error, deadline.cancelled_caught

@@ -40,6 +40,7 @@ class Worker:
         self.producers: list[Producer] = []
         self.listener: Listener | None = None
         self.stopping = False
+        self.max_output_bytes = 1 << 20
         self._handlers: anyio.abc.TaskGroup | None = None
         self._outcomes: MemoryObjectSendStream[Outcome] | None = None
 
@@ -155,7 +156,7 @@ class Worker:
             if self.stopping:
                 outcome = Outcome(task, "release")
             else:
-                outcome = await executor.execute(task, self.limiter)
+                outcome = await executor.execute(task, self.limiter, self.max_output_bytes)
         finally:
             self.in_flight.discard(task)
             metrics.IN_FLIGHT.labels(task.flow.slug).dec()
@@ -183,6 +184,7 @@ class Worker:
         if version != schema_version():
             raise SchemaError(f"database schema is version {version}, this flowworker expects "
                               f"{schema_version()}; run `flowworker migrate`")
+        self.max_output_bytes = int(await self.db.fetchval("max_output_bytes"))
         for flow in self.flows:
             problem = shape_difference(flow, await self.db.fetch("flow_shape", flow.slug))
             if problem:

@@ -9,11 +9,28 @@
 --
 -- Every function pins search_path = '' and qualifies every name.
 CREATE SCHEMA flowworker;
+-- Nothing in this schema is usable by PUBLIC unless granted below (0700):
+-- functions are EXECUTE-able by PUBLIC by default, so take that back for
+-- every function and table created from here on, queues included.
+ALTER DEFAULT PRIVILEGES IN SCHEMA flowworker REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 CREATE TABLE flowworker.migrations (
     version int PRIMARY KEY,
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+-- Limits an operator may change (UPDATE flowworker.config ...). Kept in a
+-- table, not a GUC, so the roles that start runs cannot raise them.
+CREATE TABLE flowworker.config (
+    name text PRIMARY KEY,
+    value bigint NOT NULL CHECK (value > 0),
+    description text NOT NULL
+);
+
+INSERT INTO flowworker.config (name, value, description) VALUES
+    ('max_input_bytes', 1048576,
+     'Largest flow input start_flow accepts, in bytes of jsonb (default 1 MiB).'),
+    ('max_output_bytes', 1048576,
+     'Largest task output complete_task accepts, in bytes of jsonb (default 1 MiB).');
 CREATE TABLE flowworker.flows (
     flow_slug text PRIMARY KEY,
     max_attempts int NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
@@ -123,6 +140,25 @@ BEGIN
                   HINT = 'slugs match ^[a-z][a-z0-9_]{0,47}$';
     END IF;
     RETURN slug;
+END;
+$$;
+-- Refuse a payload over the configured limit, naming what it is.
+CREATE FUNCTION flowworker._check_size(payload jsonb, limit_name text, what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_size int := pg_column_size(payload);
+    v_limit bigint;
+BEGIN
+    SELECT c.value INTO v_limit FROM flowworker.config c WHERE c.name = limit_name;
+    IF v_size > v_limit THEN
+        RAISE EXCEPTION '% is % bytes, over the limit of % bytes', what, v_size, v_limit
+            USING ERRCODE = '54000',
+                  HINT = format('raise it with UPDATE flowworker.config SET value = ... '
+                                'WHERE name = %L', limit_name);
+    END IF;
 END;
 $$;
 -- A pgmq-style queue: one table of messages and one archive per flow.
@@ -260,6 +296,7 @@ $$;
 CREATE FUNCTION flowworker.queue_metrics(queue_name text)
 RETURNS TABLE (queue_length bigint, visible_length bigint, oldest_msg_age_seconds double precision)
 LANGUAGE plpgsql STABLE
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN
@@ -593,6 +630,7 @@ $$;
 CREATE FUNCTION flowworker.start_flow(flow_slug text, input jsonb DEFAULT '{}', run_id uuid DEFAULT NULL)
 RETURNS flowworker.runs
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -612,6 +650,8 @@ BEGIN
         RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(start_flow.flow_slug)
             USING ERRCODE = '22004';
     END IF;
+    PERFORM flowworker._check_size(start_flow.input, 'max_input_bytes',
+                                   format('the input of flow %L', start_flow.flow_slug));
     SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
     WHERE s.flow_slug = start_flow.flow_slug AND s.step_type = 'map' AND s.deps_count = 0
     LIMIT 1;
@@ -653,6 +693,7 @@ $$;
 CREATE FUNCTION flowworker.cancel_run(run_id uuid)
 RETURNS flowworker.runs
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -741,6 +782,7 @@ RETURNS TABLE (
     input jsonb, flow_input jsonb, timeout int
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -858,6 +900,7 @@ CREATE FUNCTION flowworker.complete_task(
 )
 RETURNS boolean
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -867,6 +910,8 @@ DECLARE
     v_step_type text;
     v_remaining int;
 BEGIN
+    PERFORM flowworker._check_size(complete_task.output, 'max_output_bytes',
+                                   format('the output of step %L', complete_task.step_slug));
     SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
     WHERE r.run_id = complete_task.run_id AND r.status = 'started' FOR UPDATE;
     IF NOT FOUND THEN
@@ -908,6 +953,7 @@ CREATE FUNCTION flowworker.fail_task(
 )
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -961,6 +1007,7 @@ CREATE FUNCTION flowworker.release_tasks(
 )
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -998,6 +1045,7 @@ CREATE FUNCTION flowworker.extend_claims(
 )
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -1031,6 +1079,7 @@ CREATE FUNCTION flowworker.ack_tasks(
 )
 RETURNS TABLE (ord int, result text)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
@@ -1056,6 +1105,7 @@ $$;
 CREATE FUNCTION flowworker.register_worker(worker_id uuid, flow_slug text, hostname text, pid int)
 RETURNS flowworker.workers
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
     INSERT INTO flowworker.workers (worker_id, flow_slug, hostname, pid)
@@ -1069,6 +1119,7 @@ $$;
 CREATE FUNCTION flowworker.heartbeat_worker(worker_id uuid)
 RETURNS boolean
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
     WITH beat AS (
@@ -1081,10 +1132,70 @@ $$;
 CREATE FUNCTION flowworker.stop_worker(worker_id uuid)
 RETURNS void
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
     UPDATE flowworker.workers w SET stopped_at = now()
     WHERE w.worker_id = stop_worker.worker_id AND w.stopped_at IS NULL;
 $$;
+-- Group roles for users to grant to their own login roles:
+--   flowworker_enqueuer  start and cancel runs, read run state
+--   flowworker_worker    claim, complete, fail, release, heartbeat
+--   flowworker_reader    read everything
+-- Neither the enqueuer nor the worker may write a table directly; they act
+-- only through SECURITY DEFINER functions with a pinned search_path.
+-- Roles belong to the whole cluster: they are created once, and a migrator
+-- without CREATEROLE leaves that (and these grants) to an administrator.
+DO $roles$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['flowworker_enqueuer', 'flowworker_worker', 'flowworker_reader'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+            EXCEPTION
+                WHEN duplicate_object OR unique_violation THEN NULL;  -- created meanwhile
+                WHEN insufficient_privilege THEN
+                    RAISE NOTICE 'flowworker: cannot create role % (no CREATEROLE); '
+                                 'ask an administrator to create it and re-run the grants', r;
+                    RETURN;
+            END;
+        END IF;
+    END LOOP;
+
+    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA flowworker FROM PUBLIC;
+    GRANT USAGE ON SCHEMA flowworker
+        TO flowworker_enqueuer, flowworker_worker, flowworker_reader;
+
+    GRANT SELECT ON ALL TABLES IN SCHEMA flowworker TO flowworker_reader;
+    ALTER DEFAULT PRIVILEGES IN SCHEMA flowworker GRANT SELECT ON TABLES TO flowworker_reader;
+
+    GRANT SELECT ON flowworker.runs, flowworker.step_states, flowworker.step_tasks
+        TO flowworker_enqueuer;
+    GRANT EXECUTE ON FUNCTION
+        flowworker.start_flow(text, jsonb, uuid),
+        flowworker.cancel_run(uuid)
+        TO flowworker_enqueuer;
+
+    -- The worker reads the flow definitions (to refuse a shape mismatch), the
+    -- schema version, and which of its runs ended.
+    GRANT SELECT ON flowworker.migrations, flowworker.flows, flowworker.steps,
+        flowworker.deps, flowworker.runs, flowworker.config
+        TO flowworker_worker;
+    GRANT EXECUTE ON FUNCTION
+        flowworker.start_tasks(text, uuid, int, int),
+        flowworker.complete_task(uuid, text, int, int, jsonb),
+        flowworker.fail_task(uuid, text, int, int, text),
+        flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[]),
+        flowworker.release_tasks(uuid[], text[], int[], int[]),
+        flowworker.extend_claims(text, uuid[], text[], int[], int[], int),
+        flowworker.register_worker(uuid, text, text, int),
+        flowworker.heartbeat_worker(uuid),
+        flowworker.stop_worker(uuid),
+        flowworker.queue_metrics(text)
+        TO flowworker_worker;
+END;
+$roles$;
 -- The schema version this tree installs; workers refuse any other.
 INSERT INTO flowworker.migrations (version, name) VALUES (1, 'initial');

@@ -39,3 +39,6 @@ SELECT to_regclass('flowworker.migrations') IS NOT NULL
 
 -- name: listen_check
 SELECT 1
+
+-- name: max_output_bytes
+SELECT value FROM flowworker.config WHERE name = 'max_output_bytes'

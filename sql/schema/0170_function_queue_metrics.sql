@@ -1,6 +1,7 @@
 CREATE FUNCTION flowworker.queue_metrics(queue_name text)
 RETURNS TABLE (queue_length bigint, visible_length bigint, oldest_msg_age_seconds double precision)
 LANGUAGE plpgsql STABLE
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 BEGIN

@@ -3,6 +3,7 @@
 CREATE FUNCTION flowworker.start_flow(flow_slug text, input jsonb DEFAULT '{}', run_id uuid DEFAULT NULL)
 RETURNS flowworker.runs
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -22,6 +23,8 @@ BEGIN
         RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(start_flow.flow_slug)
             USING ERRCODE = '22004';
     END IF;
+    PERFORM flowworker._check_size(start_flow.input, 'max_input_bytes',
+                                   format('the input of flow %L', start_flow.flow_slug));
     SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
     WHERE s.flow_slug = start_flow.flow_slug AND s.step_type = 'map' AND s.deps_count = 0
     LIMIT 1;

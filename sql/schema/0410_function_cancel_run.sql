@@ -2,6 +2,7 @@
 CREATE FUNCTION flowworker.cancel_run(run_id uuid)
 RETURNS flowworker.runs
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column

@@ -14,6 +14,7 @@ RETURNS TABLE (
     input jsonb, flow_input jsonb, timeout int
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column

@@ -6,6 +6,7 @@ CREATE FUNCTION flowworker.complete_task(
 )
 RETURNS boolean
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column
@@ -15,6 +16,8 @@ DECLARE
     v_step_type text;
     v_remaining int;
 BEGIN
+    PERFORM flowworker._check_size(complete_task.output, 'max_output_bytes',
+                                   format('the output of step %L', complete_task.step_slug));
     SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
     WHERE r.run_id = complete_task.run_id AND r.status = 'started' FOR UPDATE;
     IF NOT FOUND THEN

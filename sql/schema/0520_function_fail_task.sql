@@ -6,6 +6,7 @@ CREATE FUNCTION flowworker.fail_task(
 )
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column

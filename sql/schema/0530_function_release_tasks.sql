@@ -6,6 +6,7 @@ CREATE FUNCTION flowworker.release_tasks(
 )
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE

@@ -6,6 +6,7 @@ CREATE FUNCTION flowworker.extend_claims(
 )
 RETURNS int
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 #variable_conflict use_column

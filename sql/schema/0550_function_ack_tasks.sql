@@ -9,6 +9,7 @@ CREATE FUNCTION flowworker.ack_tasks(
 )
 RETURNS TABLE (ord int, result text)
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE

@@ -1,6 +1,7 @@
 CREATE FUNCTION flowworker.register_worker(worker_id uuid, flow_slug text, hostname text, pid int)
 RETURNS flowworker.workers
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
     INSERT INTO flowworker.workers (worker_id, flow_slug, hostname, pid)

@@ -2,6 +2,7 @@
 CREATE FUNCTION flowworker.heartbeat_worker(worker_id uuid)
 RETURNS boolean
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
     WITH beat AS (

@@ -1,6 +1,7 @@
 CREATE FUNCTION flowworker.stop_worker(worker_id uuid)
 RETURNS void
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = ''
 AS $$
     UPDATE flowworker.workers w SET stopped_at = now()
