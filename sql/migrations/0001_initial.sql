@@ -22,7 +22,7 @@ CREATE TABLE flowworker.migrations (
 -- table, not a GUC, so the roles that start runs cannot raise them.
 CREATE TABLE flowworker.config (
     name text PRIMARY KEY,
-    value bigint NOT NULL CHECK (value > 0),
+    value bigint NOT NULL CHECK (value >= 0),
     description text NOT NULL
 );
 
@@ -30,7 +30,9 @@ INSERT INTO flowworker.config (name, value, description) VALUES
     ('max_input_bytes', 1048576,
      'Largest flow input start_flow accepts, in bytes of jsonb (default 1 MiB).'),
     ('max_output_bytes', 1048576,
-     'Largest task output complete_task accepts, in bytes of jsonb (default 1 MiB).');
+     'Largest task output complete_task accepts, in bytes of jsonb (default 1 MiB).'),
+    ('notify', 1,
+     '1: NOTIFY workers when work becomes visible; 0: workers find it by polling.');
 CREATE TABLE flowworker.flows (
     flow_slug text PRIMARY KEY,
     max_attempts int NOT NULL DEFAULT 3 CHECK (max_attempts >= 1),
@@ -213,12 +215,14 @@ END;
 $$;
 -- A data-free hint. PostgreSQL folds identical notifications within one
 -- transaction, so a queue is notified at most once per transaction.
+-- flowworker.config 'notify' = 0 turns notifications off.
 CREATE FUNCTION flowworker.queue_notify(queue_name text)
 RETURNS void
 LANGUAGE sql
 SET search_path = ''
 AS $$
-    SELECT pg_notify('flowworker_' || queue_name, '');
+    SELECT pg_notify('flowworker_' || queue_name, '')
+    FROM flowworker.config c WHERE c.name = 'notify' AND c.value <> 0;
 $$;
 -- Read up to qty visible messages and hide them for vt_seconds.
 CREATE FUNCTION flowworker.queue_read(queue_name text, vt_seconds int, qty int)

@@ -2,7 +2,7 @@
 -- table, not a GUC, so the roles that start runs cannot raise them.
 CREATE TABLE flowworker.config (
     name text PRIMARY KEY,
-    value bigint NOT NULL CHECK (value > 0),
+    value bigint NOT NULL CHECK (value >= 0),
     description text NOT NULL
 );
 
@@ -10,4 +10,6 @@ INSERT INTO flowworker.config (name, value, description) VALUES
     ('max_input_bytes', 1048576,
      'Largest flow input start_flow accepts, in bytes of jsonb (default 1 MiB).'),
     ('max_output_bytes', 1048576,
-     'Largest task output complete_task accepts, in bytes of jsonb (default 1 MiB).');
+     'Largest task output complete_task accepts, in bytes of jsonb (default 1 MiB).'),
+    ('notify', 1,
+     '1: NOTIFY workers when work becomes visible; 0: workers find it by polling.');
