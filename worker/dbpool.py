@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 import anyio
 import asyncpg
+from psycopg.conninfo import conninfo_to_dict
 
 from flowworker import logs, metrics
 from flowworker.errors import DatabaseUnreachableError
@@ -21,10 +24,17 @@ T = TypeVar("T")
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
 
 
+class ConnectionLostError(Exception):
+    """No connection could be had: the server is down, restarting, or
+    refusing connections (e.g. ALLOW_CONNECTIONS false)."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True when the operation may succeed if repeated on a new connection."""
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError
-                  | asyncpg.PostgresConnectionError):
+    # InternalClientError: asyncpg's protocol state after the server ended the
+    # session mid-operation; the connection is unusable, a new one is fine.
+    if isinstance(exc, OSError | TimeoutError | ConnectionLostError | asyncpg.InterfaceError
+                  | asyncpg.InternalClientError | asyncpg.PostgresConnectionError):
         return True
     sqlstate = getattr(exc, "sqlstate", None)
     return isinstance(sqlstate, str) and (sqlstate in RETRYABLE_SQLSTATES
@@ -57,9 +67,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=str, decoder=decode_json, schema="pg_catalog")
 
 
+def asyncpg_dsn(dsn: str) -> str:
+    """A URL asyncpg understands, from a libpq URL or key=value string."""
+    if dsn.startswith(("postgres://", "postgresql://")):
+        return dsn
+    params = conninfo_to_dict(dsn)
+    user = quote(str(params.pop("user", "")), safe="")
+    password = params.pop("password", None)
+    auth = f"{user}:{quote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
+    host = str(params.pop("host", ""))
+    port = params.pop("port", None)
+    netloc = quote(host, safe="") + (f":{port}" if port else "")
+    database = quote(str(params.pop("dbname", "")), safe="")
+    query = urlencode({key: str(value) for key, value in params.items()})
+    return f"postgresql://{auth}{netloc}/{database}" + (f"?{query}" if query else "")
+
+
 async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
     """One connection with flowworker's codecs."""
-    conn = await asyncpg.connect(url, **kwargs)
+    conn = await asyncpg.connect(asyncpg_dsn(url), **kwargs)
     await _init_connection(conn)
     return conn
 
@@ -81,7 +107,7 @@ class Database:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.size, init=_init_connection,
+                asyncpg_dsn(self.url), min_size=1, max_size=self.size, init=_init_connection,
                 command_timeout=self.command_timeout, timeout=10,
                 server_settings={"application_name": "flowworker"})
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -98,13 +124,30 @@ class Database:
         assert self._pool is not None, "Database.open() first"
         return self._pool
 
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; any failure to get one is ConnectionLostError."""
+        try:
+            conn = await self.pool.acquire()
+        except Exception as exc:
+            raise ConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            if is_retryable(exc) or not isinstance(exc, Exception):
+                # Broken, or cancelled mid-query: never hand it to the next user.
+                conn.terminate()
+            raise
+        finally:
+            await self.pool.release(conn)
+
     async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
-        async with self.pool.acquire() as conn:
+        async with self.connection() as conn:
             rows: list[asyncpg.Record] = await conn.fetch(self.sql[name], *args)
             return rows
 
     async def fetchval(self, name: str, *args: Any) -> Any:
-        async with self.pool.acquire() as conn:
+        async with self.connection() as conn:
             return await conn.fetchval(self.sql[name], *args)
 
     async def retrying(self, what: str, operation: Callable[[], Awaitable[T]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from dataclasses import dataclass
 
 import anyio
 
@@ -40,8 +41,18 @@ def _serialise(result: object, max_bytes: int) -> tuple[str | None, str | None]:
     return text, None
 
 
-async def execute(task: ClaimedTask, limiter: anyio.CapacityLimiter,
-                  max_output_bytes: int) -> Outcome:
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on running handlers: `threads` plain-def handlers run at once
+    (held while each runs); `runner` lends the threads and never makes one
+    wait, so an abandoned thread does not hold a place; output size."""
+
+    threads: anyio.CapacityLimiter
+    runner: anyio.CapacityLimiter
+    max_output_bytes: int
+
+
+async def execute(task: ClaimedTask, limits: Limits) -> Outcome:
     """Run the task's handler and say what happened.
 
     A timeout cancels an async handler; a sync one is abandoned in its thread
@@ -55,7 +66,7 @@ async def execute(task: ClaimedTask, limiter: anyio.CapacityLimiter,
     if step is None or problem:
         return Outcome(task, "error", error=problem)
     began = time.monotonic()
-    result, error, timed_out = await _run_handler(task, step, limiter)
+    result, error, timed_out = await _run_handler(task, step, limits)
     duration = time.monotonic() - began
     metrics.TASK_DURATION.labels(task.flow.slug, task.step_slug).observe(duration)
     if task.cancel_reason is not None:
@@ -65,28 +76,43 @@ async def execute(task: ClaimedTask, limiter: anyio.CapacityLimiter,
                        error=f"timeout: the handler ran longer than {task.timeout} s")
     output_json = None
     if error is None:
-        output_json, error = _serialise(result, max_output_bytes)
+        output_json, error = _serialise(result, limits.max_output_bytes)
     if error is not None:
         return Outcome(task, "error", error=error, duration=duration)
     return Outcome(task, "completed", output_json=output_json, duration=duration)
 
 
 async def _run_handler(task: ClaimedTask, step: Step,
-                       limiter: anyio.CapacityLimiter) -> tuple[object, str | None, bool]:
-    """(result, error text, timed out) of one handler call."""
+                       limits: Limits) -> tuple[object, str | None, bool]:
+    """(result, error text, timed out) of one handler call.
+
+    A plain `def` handler first waits for a thread; until it has one it has
+    not started, so a shutdown hands it back instead of waiting for it.
+    """
+    with task.cancel_scope:
+        if step.is_async:
+            return await _call(task, step, limits.runner)
+        async with limits.threads:
+            return await _call(task, step, limits.runner)
+    return None, None, False  # cancelled before it started
+
+
+async def _call(task: ClaimedTask, step: Step,
+                runner: anyio.CapacityLimiter) -> tuple[object, str | None, bool]:
     task.started = True
     metrics.TASKS_STARTED.labels(task.flow.slug, task.step_slug).inc()
     logs.event("task.started", **task.fields())
     ctx = _context(task)
     result: object = None
     error: str | None = None
-    with task.cancel_scope, anyio.move_on_after(task.timeout) as deadline:
+    with anyio.move_on_after(task.timeout) as deadline:
         try:
             if step.is_async:
                 result = await step.handler(task.input, ctx)
             else:
+                # A timed-out thread is abandoned and its late result ignored.
                 call = functools.partial(step.handler, task.input, ctx)
-                result = await anyio.to_thread.run_sync(call, limiter=limiter,
+                result = await anyio.to_thread.run_sync(call, limiter=runner,
                                                         abandon_on_cancel=True)
         except Exception as exc:  # a handler's error fails its attempt
             error = f"{type(exc).__name__}: {exc}"

@@ -15,25 +15,35 @@ from typing import Any
 LOGGER = logging.getLogger("flowworker")
 
 
+def _event_and_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    """Our events carry their fields; a library's record (asyncpg's pool, say)
+    becomes one `library.log` event, its message on one line, no traceback."""
+    if record.name == LOGGER.name:
+        return record.getMessage(), getattr(record, "fields", {})
+    message = " ".join(record.getMessage().split())[:500]
+    return "library.log", {"logger": record.name, "message": message}
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        name, fields = _event_and_fields(record)
         body: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
-            "event": record.getMessage(),
+            "event": name,
         }
-        body.update(getattr(record, "fields", {}))
+        body.update(fields)
         return json.dumps(body, default=str)
 
 
 class _HumanFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", {})
+        name, fields = _event_and_fields(record)
         pairs = " ".join(f"{key}={value}" for key, value in fields.items())
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         level = record.levelname
-        return f"{stamp}.{int(record.msecs):03d} {level:<7} {record.getMessage()} {pairs}"
+        return f"{stamp}.{int(record.msecs):03d} {level:<7} {name} {pairs}"
 
 
 def configure(log_format: str = "auto", level: str = "INFO") -> None:
@@ -45,6 +55,10 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level.upper())
     LOGGER.propagate = False
+    library = logging.getLogger("asyncpg")
+    library.handlers[:] = [handler]
+    library.setLevel(max(logging.WARNING, LOGGER.level))
+    library.propagate = False
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -82,7 +82,8 @@ class Producer:
                     raise
                 logs.event("db.reconnecting", what="start_tasks", error=type(exc).__name__)
             finally:
-                self.slots.take(-wanted)
+                with anyio.CancelScope(shield=True):
+                    await self.slots.give(wanted)
             await anyio.sleep(backoff(attempt))
             attempt += 1
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
+import threading
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -40,7 +42,6 @@ class Worker:
         self.producers: list[Producer] = []
         self.listener: Listener | None = None
         self.stopping = False
-        self.max_output_bytes = 1 << 20
         self._handlers: anyio.abc.TaskGroup | None = None
         self._outcomes: MemoryObjectSendStream[Outcome] | None = None
 
@@ -49,8 +50,9 @@ class Worker:
     async def run(self) -> None:
         # anyio primitives belong to the running event loop.
         self.slots = Slots(self.settings.concurrency)
-        self.limiter = anyio.CapacityLimiter(self.settings.sync_threads
-                                             or self.settings.concurrency)
+        self.limits = executor.Limits(
+            threads=anyio.CapacityLimiter(self.settings.sync_threads or self.settings.concurrency),
+            runner=anyio.CapacityLimiter(1_000_000), max_output_bytes=1 << 20)
         self.hurry = anyio.Event()
         self._stop_claiming = anyio.CancelScope()
         await self.db.open()
@@ -156,7 +158,7 @@ class Worker:
             if self.stopping:
                 outcome = Outcome(task, "release")
             else:
-                outcome = await executor.execute(task, self.limiter, self.max_output_bytes)
+                outcome = await executor.execute(task, self.limits)
         finally:
             self.in_flight.discard(task)
             metrics.IN_FLIGHT.labels(task.flow.slug).dec()
@@ -182,9 +184,12 @@ class Worker:
             raise SchemaError("flowworker schema is not installed; run `flowworker migrate`")
         version = await self.db.fetchval("schema_version")
         if version != schema_version():
+            action = ("upgrade flowworker" if version > schema_version()
+                      else "run `flowworker migrate`")
             raise SchemaError(f"database schema is version {version}, this flowworker expects "
-                              f"{schema_version()}; run `flowworker migrate`")
-        self.max_output_bytes = int(await self.db.fetchval("max_output_bytes"))
+                              f"{schema_version()}; {action}")
+        self.limits = dataclasses.replace(
+            self.limits, max_output_bytes=int(await self.db.fetchval("max_output_bytes")))
         for flow in self.flows:
             problem = shape_difference(flow, await self.db.fetch("flow_shape", flow.slug))
             if problem:
@@ -194,7 +199,7 @@ class Worker:
         for slug, worker_id in self.worker_ids.items():
             await self.db.fetchval("register_worker", worker_id, slug, socket.gethostname(),
                                    os.getpid())
-        logs.event("worker.started", worker_id=",".join(map(str, self.worker_ids.values())),
+        logs.event("worker.started", worker_id=[str(w) for w in self.worker_ids.values()],
                    flows=list(self.worker_ids), pid=os.getpid())
 
     async def _unregister(self) -> None:
@@ -233,6 +238,7 @@ def run_worker(settings: Settings) -> None:
     worker = Worker(settings, flows)
     try:
         anyio.run(worker.run, backend="asyncio", backend_options=_backend_options())
+        _exit_past_abandoned_threads()
     except Exception as exc:  # every way out becomes one line and an exit code
         first = _first_error(exc)
         if isinstance(first, FlowworkerError):
@@ -240,6 +246,18 @@ def run_worker(settings: Settings) -> None:
         traceback.print_exception(first, file=sys.stderr)
         logs.event("worker.crashed", error_type=type(first).__name__)
         raise FlowworkerError(f"worker crashed: {type(first).__name__}: {first}") from None
+
+
+def _exit_past_abandoned_threads() -> None:
+    """Plain-def handlers abandoned at their timeout or at shutdown may still
+    block in their threads; their outcomes are settled, so do not wait."""
+    stuck = [t for t in threading.enumerate()
+             if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+    if stuck:
+        logs.event("worker.abandoned_threads", count=len(stuck))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _first_error(exc: BaseException) -> BaseException:

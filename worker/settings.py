@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,6 +47,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "human", "json"] = Field(
         "auto", description="auto: human on a terminal, JSON lines otherwise.")
     log_level: str = Field("INFO", description="Python logging level name.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_url(cls, value: str) -> str:
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"not a PostgreSQL URL or key=value string: {exc}") from None
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -65,12 +65,13 @@ class Slots:
     def free(self) -> int:
         return self.total - self.used
 
-    def take(self, count: int) -> None:
+    def take(self, count: int = 1) -> None:
         self.used += count
 
-    async def give(self) -> None:
+    async def give(self, count: int = 1) -> None:
+        """Return slots and wake everyone waiting for one (other flows' producers too)."""
         async with self._changed:
-            self.used -= 1
+            self.used -= count
             self._changed.notify_all()
 
     async def wait_free(self) -> None:

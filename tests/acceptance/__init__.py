@@ -1,0 +1,1 @@
+"""Acceptance tests: `flowworker run` as a real subprocess, real signals and faults."""

@@ -1,0 +1,1 @@
+"""Applications that acceptance-test workers import with `--app tests.apps.<module>`."""

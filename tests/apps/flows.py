@@ -1,0 +1,175 @@
+"""The flows the acceptance tests run. Every handler records its execution
+in the effect ledger (tests/apps/ledger.py) before doing anything else.
+
+- `diamond`: a diamond (prepare -> left | right | items -> summarize) plus a
+  map step (`square`, one task per element of `items`, possibly none).
+- `gated`, `gated_sync`, `gated_kill`: `hold` blocks while the gate file named
+  in the flow input is missing, then `after` runs. They differ in the task
+  timeout (the claim's visibility timeout is timeout + claim_grace) and in
+  whether `hold` is `async def` or a plain `def`.
+- `timeout_async`, `timeout_sync`: one step that always overruns its 1 s timeout.
+- `ping`: one no-op step, for latency.
+- `flaky`: fails its first attempt, then succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from flowworker import Context, Flow
+from tests.apps.ledger import arecord, await_gate, gate_of, record, record_soon, wait_gate
+
+SYNC_GATE_MAX_SECONDS = 120.0
+SYNC_OVERRUN_SECONDS = 2.5
+
+
+def _nap_seconds(flow_input: object) -> float:
+    if isinstance(flow_input, dict):
+        return float(flow_input.get("sleep", 0))
+    return 0.0
+
+
+# ---------------------------------------------------------------- diamond
+
+diamond = Flow("diamond", max_attempts=3, base_delay=1, timeout=10)
+
+
+def diamond_expected(n: int) -> dict[str, Any]:
+    """The output a `diamond` run with input {"n": n} must end with."""
+    squares = [(n + i) ** 2 for i in range(n % 3)]
+    return {"summarize": {"l": 2 * n, "r": n + 1, "squares": squares,
+                          "total": 2 * n + n + 1 + sum(squares)}}
+
+
+@diamond.step()
+async def prepare(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    await asyncio.sleep(_nap_seconds(flow_input))
+    n = int(flow_input["n"])
+    return {"n": n, "items": [n + i for i in range(n % 3)]}
+
+
+@diamond.step(depends_on=[prepare])
+async def left(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    await asyncio.sleep(_nap_seconds(ctx.flow_input))
+    return {"l": 2 * deps["prepare"]["n"]}
+
+
+@diamond.step(depends_on=[prepare])
+def right(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """A plain `def`: runs in the worker's thread pool."""
+    record(ctx)
+    time.sleep(_nap_seconds(ctx.flow_input))
+    return {"r": deps["prepare"]["n"] + 1}
+
+
+@diamond.step(depends_on=[prepare])
+async def items(deps: dict[str, Any], ctx: Context) -> list[int]:
+    await arecord(ctx)
+    values: list[int] = deps["prepare"]["items"]
+    return values
+
+
+@diamond.map(over=items)
+async def square(item: int, ctx: Context) -> int:
+    await arecord(ctx)
+    await asyncio.sleep(_nap_seconds(ctx.flow_input))
+    return item * item
+
+
+@diamond.step(depends_on=[left, right, square])
+def summarize(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    record(ctx)
+    left_value = int(deps["left"]["l"])
+    right_value = int(deps["right"]["r"])
+    squares: list[int] = deps["square"]
+    return {"l": left_value, "r": right_value, "squares": squares,
+            "total": left_value + right_value + sum(squares)}
+
+
+# ---------------------------------------------------------------- gated
+
+async def hold(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    gate = gate_of(flow_input)
+    if gate is not None:
+        await await_gate(gate)
+    return {"pid": os.getpid(), "attempt": ctx.attempt}
+
+
+def hold_sync(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    record(ctx)
+    gate = gate_of(flow_input)
+    if gate is not None:
+        wait_gate(gate, SYNC_GATE_MAX_SECONDS)
+    return {"pid": os.getpid(), "attempt": ctx.attempt}
+
+
+async def after(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"hold": deps["hold"], "pid": os.getpid()}
+
+
+def _gated(slug: str, timeout: int, *, sync: bool = False) -> Flow:
+    flow = Flow(slug, max_attempts=3, base_delay=1, timeout=timeout)
+    flow.step(slug="hold")(hold_sync if sync else hold)
+    flow.step(slug="after", depends_on=["hold"])(after)
+    return flow
+
+
+gated = _gated("gated", timeout=20)
+gated_sync = _gated("gated_sync", timeout=20, sync=True)
+gated_kill = _gated("gated_kill", timeout=3)
+
+
+# ---------------------------------------------------------------- timeouts
+
+timeout_async = Flow("timeout_async", max_attempts=3, base_delay=1, timeout=1)
+
+
+@timeout_async.step()
+async def sleepy(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        record_soon(ctx, "cancelled")
+        raise
+    return {"woke": True}
+
+
+timeout_sync = Flow("timeout_sync", max_attempts=3, base_delay=1, timeout=1)
+
+
+@timeout_sync.step()
+def sleepy_sync(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    record(ctx)
+    time.sleep(SYNC_OVERRUN_SECONDS)
+    record(ctx, "returned")
+    return {"late": True, "attempt": ctx.attempt}
+
+
+# ---------------------------------------------------------------- ping, flaky
+
+ping = Flow("ping", max_attempts=3, base_delay=1, timeout=10)
+
+
+@ping.step()
+async def pong(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"ok": True}
+
+
+flaky = Flow("flaky", max_attempts=3, base_delay=0, timeout=10)
+
+
+@flaky.step()
+async def wobble(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    if ctx.attempt == 1:
+        raise RuntimeError("the first attempt fails on purpose")
+    return {"attempt": ctx.attempt}
