@@ -97,10 +97,12 @@ class GaveUpError(Exception):
 class Database:
     """A small pool for claims, acknowledgements and bookkeeping."""
 
-    def __init__(self, url: str, size: int, command_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, size: int, command_timeout: float = 30.0,
+                 statement_cache_size: int = 100) -> None:
         self.url = url
         self.size = size
         self.command_timeout = command_timeout
+        self.statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool | None = None
         self.sql = queries()
 
@@ -109,6 +111,7 @@ class Database:
             self._pool = await asyncpg.create_pool(
                 asyncpg_dsn(self.url), min_size=1, max_size=self.size, init=_init_connection,
                 command_timeout=self.command_timeout, timeout=10,
+                statement_cache_size=self.statement_cache_size,
                 server_settings={"application_name": "flowworker"})
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnreachableError(f"database unreachable: {exc}") from None

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 
 import anyio
+import asyncpg
 
 from flowworker import logs, metrics
 from flowworker.dbpool import backoff, connect, is_retryable
+from flowworker.errors import ConfigurationError
 
 CHECK_INTERVAL = 2.0  # seconds between liveness checks of the LISTEN connection
 CHECK_TIMEOUT = 3.0
+PROBE_TIMEOUT = 2.0  # seconds a NOTIFY sent from another connection may take to arrive
 
 
 class Listener:
@@ -20,12 +24,18 @@ class Listener:
     every (re)LISTEN, because notifications sent while we were away are lost.
     """
 
-    def __init__(self, url: str, flow_slugs: list[str], wake: Callable[[str], None]) -> None:
+    def __init__(self, url: str, flow_slugs: list[str], wake: Callable[[str], None],
+                 send_probe: Callable[[str], Awaitable[None]], refuse_without: bool,
+                 statement_cache_size: int = 100) -> None:
         self.url = url
+        self.statement_cache_size = statement_cache_size
         self.channels = {f"flowworker_{slug}": slug for slug in flow_slugs}
         self.wake = wake
+        self.send_probe = send_probe
+        self.refuse_without = refuse_without
         self.up = False
-        self.connected = anyio.Event()  # set once, at the first LISTEN
+        self.available = True  # False once a probe showed NOTIFY cannot reach us
+        self.settled = anyio.Event()  # set at the first LISTEN, or when there can be none
 
     def _on_notify(self, _conn: object, _pid: int, channel: str, _payload: str) -> None:
         slug = self.channels.get(channel)
@@ -34,7 +44,7 @@ class Listener:
 
     async def run(self) -> None:
         attempt = 0
-        while True:
+        while self.available:
             try:
                 await self._listen_until_lost()
                 attempt = 0
@@ -48,12 +58,16 @@ class Listener:
 
     async def _listen_until_lost(self) -> None:
         conn = await connect(self.url, timeout=10,
+                             statement_cache_size=self.statement_cache_size,
                              server_settings={"application_name": "flowworker-listener"})
         try:
             for channel in self.channels:
                 await conn.add_listener(channel, self._on_notify)
+            if not await self._probe(conn):
+                self._unavailable()
+                return
             self._set_up(True)
-            self.connected.set()
+            self.settled.set()
             logs.event("listener.connected", channels=len(self.channels))
             for slug in self.channels.values():
                 self.wake(slug)
@@ -66,6 +80,34 @@ class Listener:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await conn.close(timeout=1)
             conn.terminate()
+
+    async def _probe(self, conn: asyncpg.Connection) -> bool:
+        """Does a NOTIFY sent from another connection reach this one? Not
+        through PgBouncer in transaction pooling mode, for one."""
+        channel = f"flowworker_probe_{uuid.uuid4().hex[:16]}"
+        arrived = anyio.Event()
+
+        def on_probe(*_: object) -> None:
+            arrived.set()
+
+        await conn.add_listener(channel, on_probe)
+        try:
+            await self.send_probe(channel)
+            with anyio.move_on_after(PROBE_TIMEOUT):
+                await arrived.wait()
+        finally:
+            await conn.remove_listener(channel, on_probe)
+        return arrived.is_set()
+
+    def _unavailable(self) -> None:
+        reason = ("NOTIFY sent from another connection never reached the LISTEN connection "
+                  "(PgBouncer in transaction pooling mode?)")
+        if self.refuse_without:
+            raise ConfigurationError(f"{reason}; use --signal poll, or let the worker fall "
+                                     "back to polling with FLOWWORKER_LISTEN_UNAVAILABLE=poll")
+        self.available = False
+        self.settled.set()
+        logs.event("listener.unavailable", fallback="poll", reason=reason)
 
     def _set_up(self, up: bool) -> None:
         self.up = up

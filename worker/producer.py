@@ -25,13 +25,15 @@ class Producer:
     It keeps claiming while claims come back full and slots are free."""
 
     def __init__(self, flow: Flow, worker_id: UUID, db: Database, settings: Settings,
-                 slots: Slots, dispatch: Callable[[ClaimedTask], None]) -> None:
+                 slots: Slots, dispatch: Callable[[ClaimedTask], None],
+                 notify_works: Callable[[], bool]) -> None:
         self.flow = flow
         self.worker_id = worker_id
         self.db = db
         self.settings = settings
         self.slots = slots
         self.dispatch = dispatch
+        self.notify_works = notify_works
         self._wake = anyio.Event()
         self._interval = settings.poll_min_interval
         self.idle = False  # the last claim found nothing
@@ -105,7 +107,7 @@ class Producer:
 
     def _next_interval(self) -> float:
         low, high = self.settings.poll_min_interval, self.settings.poll_max_interval
-        if self.settings.signal == "notify":
+        if self.notify_works():
             # The fallback poll: NOTIFY is only a hint.
             return random.uniform(high / 2, high)  # noqa: S311
         # Decorrelated jitter between the bounds; reset to low when work is found.

@@ -36,7 +36,8 @@ class Worker:
     def __init__(self, settings: Settings, flows: list[Flow]) -> None:
         self.settings = settings
         self.flows = flows
-        self.db = Database(settings.database_url, POOL_SIZE)
+        self.db = Database(settings.database_url, POOL_SIZE, settings.command_timeout,
+                           settings.statement_cache_size)
         self.worker_ids = {flow.slug: uuid.uuid4() for flow in flows}
         self.in_flight: set[ClaimedTask] = set()
         self.producers: list[Producer] = []
@@ -71,7 +72,8 @@ class Worker:
         self._outcomes = send
         completer = Completer(self.db, receive, self._on_written, self.hurry.is_set)
         self.producers = [Producer(flow, self.worker_ids[flow.slug], self.db, self.settings,
-                                   self.slots, self._dispatch) for flow in self.flows]
+                                   self.slots, self._dispatch, self.notify_works)
+                          for flow in self.flows]
         by_slug = {p.flow.slug: p for p in self.producers}
         async with anyio.create_task_group() as services:
             completer_done = anyio.Event()
@@ -98,8 +100,10 @@ class Worker:
         if self.settings.drain:
             services.start_soon(supervisor.drain_watch, self)
         if self.settings.signal == "notify":
-            self.listener = Listener(self.settings.database_url, list(by_slug),
-                                     lambda slug: by_slug[slug].wake())
+            self.listener = Listener(
+                self.settings.database_url, list(by_slug), lambda slug: by_slug[slug].wake(),
+                self._send_probe, self.settings.listen_unavailable == "refuse",
+                self.settings.statement_cache_size)
             services.start_soon(self.listener.run)
         if self.settings.metrics_addr != "off":
             await services.start(health.serve, self.settings.metrics_addr, self._not_ready)
@@ -115,7 +119,7 @@ class Worker:
         for producer in self.producers:
             await producer.first_round.wait()
         if self.listener is not None:
-            await self.listener.connected.wait()
+            await self.listener.settled.wait()
         logs.event("worker.ready", flows=[f.slug for f in self.flows],
                    concurrency=self.settings.concurrency, signal=self.settings.signal)
 
@@ -210,6 +214,13 @@ class Worker:
                 except Exception as exc:  # best effort on the way out
                     logs.event("worker.unregister_failed", error=type(exc).__name__)
 
+    async def _send_probe(self, channel: str) -> None:
+        await self.db.retrying("notify probe", lambda: self.db.fetchval("notify", channel))
+
+    def notify_works(self) -> bool:
+        """Whether producers may rely on NOTIFY and poll only as a fallback."""
+        return self.listener is not None and self.listener.available
+
     async def _not_ready(self) -> str | None:
         try:
             with anyio.fail_after(2):
@@ -218,7 +229,7 @@ class Worker:
             return f"database: {type(exc).__name__}"
         if version != schema_version():
             return f"schema version {version}, expected {schema_version()}"
-        if self.listener is not None and not self.listener.up:
+        if self.listener is not None and self.listener.available and not self.listener.up:
             return "listener down"
         return None
 

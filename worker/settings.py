@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "human", "json"] = Field(
         "auto", description="auto: human on a terminal, JSON lines otherwise.")
     log_level: str = Field("INFO", description="Python logging level name.")
+    statement_cache_size: int = Field(
+        100, ge=0, description="Prepared statements kept per connection; 0 behind PgBouncer "
+        "in transaction pooling mode (which cannot keep them).")
+    listen_unavailable: Literal["poll", "refuse"] = Field(
+        "poll", description="When NOTIFY cannot reach the worker (e.g. through PgBouncer in "
+        "transaction mode): poll: fall back to polling; refuse: exit 2.")
+    command_timeout: float = Field(
+        30.0, gt=0, description="Seconds before a database call counts as lost (a half-open "
+        "connection); it is then retried on a new connection.")
 
     @field_validator("database_url")
     @classmethod

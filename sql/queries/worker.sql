@@ -42,3 +42,7 @@ SELECT 1
 
 -- name: max_output_bytes
 SELECT value FROM flowworker.config WHERE name = 'max_output_bytes'
+
+-- name: notify
+-- A probe: does a NOTIFY from this connection reach the LISTEN connection?
+SELECT pg_notify($1, '')
