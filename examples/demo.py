@@ -63,8 +63,7 @@ def start_runs(url: str, count: int) -> None:
     say(f"» started {count} runs: select * from flowworker.start_flow('orders', ...)")
 
 
-def watch(url: str, worker: subprocess.Popen[bytes], total: int) -> float:
-    began = time.monotonic()
+def watch(url: str, worker: subprocess.Popen[bytes], total: int, began: float) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
             row = conn.execute(PROGRESS_SQL).fetchone()
@@ -108,11 +107,11 @@ def main() -> None:
          "--app", "examples.orders", "--drain", "--metrics-addr", "off",
          "--log-format", "human"],
         env={**os.environ, "FLOWWORKER_DATABASE_URL": url, "FLOWWORKER_LOG_LEVEL": "WARNING"})
+    began = time.monotonic()
     try:
-        elapsed = watch(url, worker, count)
+        elapsed = watch(url, worker, count, began)
     except KeyboardInterrupt:
         say("\n» Ctrl-C: the worker drains (a second Ctrl-C skips the wait)")
-        began = time.monotonic()
         worker.wait()
         elapsed = time.monotonic() - began
     summary(url, elapsed)
