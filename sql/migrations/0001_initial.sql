@@ -7,12 +7,20 @@
 -- runs with SKIP LOCKED only, and what failing a lost task's run touches with
 -- NOWAIT (giving up when busy), so it never waits and cannot deadlock.
 --
--- Every function pins search_path = '' and qualifies every name.
+-- Every function pins search_path = '' and qualifies every name, type names
+-- included: with an empty search_path the caller's temporary schema is still
+-- searched first for types, so a bare `text` or `record` in a SECURITY
+-- DEFINER function could resolve to a caller's temporary domain and run the
+-- caller's code with the owner's rights. (SQL keywords such as int, bigint,
+-- boolean and numeric always mean the pg_catalog type.)
 CREATE SCHEMA flowworker;
--- Nothing in this schema is usable by PUBLIC unless granted below (0700):
--- functions are EXECUTE-able by PUBLIC by default, so take that back for
--- every function and table created from here on, queues included.
-ALTER DEFAULT PRIVILEGES IN SCHEMA flowworker REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- Nothing in this schema is usable by PUBLIC unless granted (0700).
+-- Functions are EXECUTE-able by PUBLIC by default, and PostgreSQL cannot
+-- take a global default back per schema (ALTER DEFAULT PRIVILEGES IN SCHEMA
+-- ... REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC has no effect), so 0700
+-- revokes EXECUTE on every function from PUBLIC, and a later migration
+-- that adds a function must do the same. Tables and sequences, queues
+-- included, grant PUBLIC nothing by default.
 CREATE TABLE flowworker.migrations (
     version int PRIMARY KEY,
     name text NOT NULL,
@@ -164,36 +172,40 @@ BEGIN
 END;
 $$;
 -- A pgmq-style queue: one table of messages and one archive per flow.
+-- The queue is q_<slug> and the archive a_<slug>; everything else derived
+-- from the slug ends in '$...', a character no slug contains, so no flow's
+-- sequence or index can take the name of another flow's queue or archive
+-- (with q_<slug>_seq, flows x and x_seq would both want q_x_seq).
 CREATE FUNCTION flowworker.queue_create(queue_name text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    q text := 'q_' || flowworker.check_slug(queue_name, 'queue name');
-    a text := 'a_' || queue_name;
+    q pg_catalog.text := 'q_' || flowworker.check_slug(queue_name, 'queue name');
+    a pg_catalog.text := 'a_' || queue_name;
 BEGIN
-    EXECUTE format('CREATE SEQUENCE IF NOT EXISTS flowworker.%I', q || '_seq');
+    EXECUTE format('CREATE SEQUENCE IF NOT EXISTS flowworker.%I', q || '$seq');
     EXECUTE format(
         'CREATE TABLE IF NOT EXISTS flowworker.%I (
-            msg_id bigint PRIMARY KEY DEFAULT nextval(%L),
+            msg_id bigint CONSTRAINT %I PRIMARY KEY DEFAULT nextval(%L),
             read_ct int NOT NULL DEFAULT 0,
-            enqueued_at timestamptz NOT NULL DEFAULT now(),
-            vt timestamptz NOT NULL DEFAULT now(),
-            message jsonb NOT NULL
-        )', q, 'flowworker.' || q || '_seq');
-    EXECUTE format('ALTER SEQUENCE flowworker.%I OWNED BY flowworker.%I.msg_id', q || '_seq', q);
+            enqueued_at pg_catalog.timestamptz NOT NULL DEFAULT now(),
+            vt pg_catalog.timestamptz NOT NULL DEFAULT now(),
+            message pg_catalog.jsonb NOT NULL
+        )', q, q || '$pkey', format('flowworker.%I', q || '$seq'));
+    EXECUTE format('ALTER SEQUENCE flowworker.%I OWNED BY flowworker.%I.msg_id', q || '$seq', q);
     -- The claim reads visible messages in (vt, msg_id) order and stops at LIMIT.
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flowworker.%I (vt, msg_id)', q || '_vt_idx', q);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON flowworker.%I (vt, msg_id)', q || '$vt', q);
     EXECUTE format(
         'CREATE TABLE IF NOT EXISTS flowworker.%I (
-            msg_id bigint PRIMARY KEY,
+            msg_id bigint CONSTRAINT %I PRIMARY KEY,
             read_ct int NOT NULL,
-            enqueued_at timestamptz NOT NULL,
-            vt timestamptz NOT NULL,
-            message jsonb NOT NULL,
-            archived_at timestamptz NOT NULL DEFAULT now()
-        )', a);
+            enqueued_at pg_catalog.timestamptz NOT NULL,
+            vt pg_catalog.timestamptz NOT NULL,
+            message pg_catalog.jsonb NOT NULL,
+            archived_at pg_catalog.timestamptz NOT NULL DEFAULT now()
+        )', a, a || '$pkey');
 END;
 $$;
 -- Send messages, visible after delay_seconds; NOTIFY when they are visible now.
@@ -366,9 +378,9 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_step flowworker.steps;
-    v_deps text[] := ARRAY(SELECT DISTINCT d FROM unnest(coalesce(add_step.deps, '{}')) d ORDER BY d);
-    v_old_deps text[];
-    v_missing text;
+    v_deps pg_catalog.text[] := ARRAY(SELECT DISTINCT d FROM unnest(coalesce(add_step.deps, '{}')) d ORDER BY d);
+    v_old_deps pg_catalog.text[];
+    v_missing pg_catalog.text;
 BEGIN
     PERFORM flowworker.check_slug(add_step.flow_slug, 'flow slug');
     PERFORM flowworker.check_slug(add_step.step_slug, 'step slug');
@@ -465,19 +477,19 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    q text := 'q_' || flowworker.check_slug(p_flow_slug, 'flow slug');
+    q pg_catalog.text := 'q_' || flowworker.check_slug(p_flow_slug, 'flow slug');
 BEGIN
     EXECUTE format(
         'WITH t AS (
             INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
-            SELECT $1, $2, i, $3, nextval(%L::regclass) FROM generate_series(0, $4 - 1) AS i
+            SELECT $1, $2, i, $3, nextval(%L::pg_catalog.regclass) FROM generate_series(0, $4 - 1) AS i
             RETURNING run_id, step_slug, task_index, message_id
         )
         INSERT INTO flowworker.%I (msg_id, vt, message)
         SELECT t.message_id, now() + make_interval(secs => $5),
                jsonb_build_object(''run_id'', t.run_id, ''step_slug'', t.step_slug,
                                   ''task_index'', t.task_index)
-        FROM t', 'flowworker.' || q || '_seq', q)
+        FROM t', format('flowworker.%I', q || '$seq'), q)
         USING p_run_id, p_step_slug, p_flow_slug, p_count, p_delay;
     IF p_delay <= 0 THEN
         PERFORM flowworker.queue_notify(p_flow_slug);
@@ -493,7 +505,7 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
 BEGIN
     UPDATE flowworker.runs r
     SET status = 'failed', failed_at = now(), error_message = p_error
@@ -540,7 +552,7 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
     v_remaining int;
 BEGIN
     UPDATE flowworker.step_states ss
@@ -559,7 +571,7 @@ BEGIN
         UPDATE flowworker.runs r
         SET status = 'completed', completed_at = now(),
             output = (
-                SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::jsonb)
+                SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::pg_catalog.jsonb)
                 FROM flowworker.step_states ss
                 WHERE ss.run_id = p_run_id
                   AND NOT EXISTS (SELECT 1 FROM flowworker.deps d
@@ -579,8 +591,8 @@ SET search_path = ''
 AS $$
 DECLARE
     v_run flowworker.runs;
-    v_step record;
-    v_source jsonb;
+    v_step pg_catalog.record;
+    v_source pg_catalog.jsonb;
     v_count int;
     v_progress boolean := true;
 BEGIN
@@ -618,7 +630,7 @@ BEGIN
                 remaining_tasks = v_count
             WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.step_slug;
             IF v_count = 0 THEN
-                PERFORM flowworker._complete_step(p_run_id, v_step.step_slug, '[]'::jsonb);
+                PERFORM flowworker._complete_step(p_run_id, v_step.step_slug, '[]'::pg_catalog.jsonb);
                 v_progress := true;
             ELSE
                 PERFORM flowworker._queue_tasks(v_run.flow_slug, p_run_id, v_step.step_slug,
@@ -640,7 +652,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_run flowworker.runs;
-    v_root_map text;
+    v_root_map pg_catalog.text;
 BEGIN
     PERFORM flowworker.check_slug(start_flow.flow_slug, 'flow slug');
     -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
@@ -742,8 +754,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_flow_slug text;
-    v_error text := format('claim expired on attempt %s of %s: the worker running it was lost',
+    v_flow_slug pg_catalog.text;
+    v_error pg_catalog.text := format('claim expired on attempt %s of %s: the worker running it was lost',
                            c.attempts_count, c.max_attempts);
 BEGIN
     BEGIN
@@ -791,9 +803,9 @@ SET search_path = ''
 AS $$
 #variable_conflict use_column
 DECLARE
-    q text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
+    q pg_catalog.text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
     v_msg_ids bigint[];
-    v_ptrs jsonb[];
+    v_ptrs pg_catalog.jsonb[];
     v_locked flowworker.task_claim[];
     v_orphans bigint[];
     v_exhausted flowworker.task_claim;
@@ -829,9 +841,9 @@ BEGIN
         WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
           AND t.status IN ('queued', 'started')
           AND jsonb_typeof(m.ptr) = 'object'
-          AND t.run_id::text = m.ptr ->> 'run_id'
+          AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
           AND t.step_slug = m.ptr ->> 'step_slug'
-          AND t.task_index::text = m.ptr ->> 'task_index');
+          AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index');
     IF v_orphans IS NOT NULL THEN
         PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
     END IF;
@@ -909,9 +921,9 @@ SET search_path = ''
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
     v_message_id bigint;
-    v_step_type text;
+    v_step_type pg_catalog.text;
     v_remaining int;
 BEGIN
     PERFORM flowworker._check_size(complete_task.output, 'max_output_bytes',
@@ -962,7 +974,7 @@ SET search_path = ''
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
     v_task flowworker.step_tasks;
     v_max_attempts int;
     v_base_delay int;
@@ -1016,8 +1028,8 @@ SET search_path = ''
 AS $$
 DECLARE
     v_released int := 0;
-    v_task record;
-    v_flow_slug text;
+    v_task pg_catalog.record;
+    v_flow_slug pg_catalog.text;
     v_message_id bigint;
 BEGIN
     -- One task at a time, each under its run lock, in the lock order.
@@ -1087,7 +1099,7 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    v record;
+    v pg_catalog.record;
 BEGIN
     FOR v IN
         SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors)
@@ -1150,6 +1162,10 @@ $$;
 -- only through SECURITY DEFINER functions with a pinned search_path.
 -- Roles belong to the whole cluster: they are created once, and a migrator
 -- without CREATEROLE leaves that (and these grants) to an administrator.
+-- Functions are EXECUTE-able by PUBLIC by default: take that back for every
+-- one of ours first, whether or not the roles below can be created.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA flowworker FROM PUBLIC;
+
 DO $roles$
 DECLARE
     r text;
@@ -1168,7 +1184,6 @@ BEGIN
         END IF;
     END LOOP;
 
-    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA flowworker FROM PUBLIC;
     GRANT USAGE ON SCHEMA flowworker
         TO flowworker_enqueuer, flowworker_worker, flowworker_reader;
 

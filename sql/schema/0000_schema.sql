@@ -7,5 +7,10 @@
 -- runs with SKIP LOCKED only, and what failing a lost task's run touches with
 -- NOWAIT (giving up when busy), so it never waits and cannot deadlock.
 --
--- Every function pins search_path = '' and qualifies every name.
+-- Every function pins search_path = '' and qualifies every name, type names
+-- included: with an empty search_path the caller's temporary schema is still
+-- searched first for types, so a bare `text` or `record` in a SECURITY
+-- DEFINER function could resolve to a caller's temporary domain and run the
+-- caller's code with the owner's rights. (SQL keywords such as int, bigint,
+-- boolean and numeric always mean the pg_catalog type.)
 CREATE SCHEMA flowworker;

@@ -1,4 +1,7 @@
--- Nothing in this schema is usable by PUBLIC unless granted below (0700):
--- functions are EXECUTE-able by PUBLIC by default, so take that back for
--- every function and table created from here on, queues included.
-ALTER DEFAULT PRIVILEGES IN SCHEMA flowworker REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- Nothing in this schema is usable by PUBLIC unless granted (0700).
+-- Functions are EXECUTE-able by PUBLIC by default, and PostgreSQL cannot
+-- take a global default back per schema (ALTER DEFAULT PRIVILEGES IN SCHEMA
+-- ... REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC has no effect), so 0700
+-- revokes EXECUTE on every function from PUBLIC, and a later migration
+-- that adds a function must do the same. Tables and sequences, queues
+-- included, grant PUBLIC nothing by default.

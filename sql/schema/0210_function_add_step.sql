@@ -18,9 +18,9 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_step flowworker.steps;
-    v_deps text[] := ARRAY(SELECT DISTINCT d FROM unnest(coalesce(add_step.deps, '{}')) d ORDER BY d);
-    v_old_deps text[];
-    v_missing text;
+    v_deps pg_catalog.text[] := ARRAY(SELECT DISTINCT d FROM unnest(coalesce(add_step.deps, '{}')) d ORDER BY d);
+    v_old_deps pg_catalog.text[];
+    v_missing pg_catalog.text;
 BEGIN
     PERFORM flowworker.check_slug(add_step.flow_slug, 'flow slug');
     PERFORM flowworker.check_slug(add_step.step_slug, 'step slug');

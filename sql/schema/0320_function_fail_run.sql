@@ -7,7 +7,7 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
 BEGIN
     UPDATE flowworker.runs r
     SET status = 'failed', failed_at = now(), error_message = p_error

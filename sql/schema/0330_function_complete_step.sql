@@ -7,7 +7,7 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
     v_remaining int;
 BEGIN
     UPDATE flowworker.step_states ss
@@ -26,7 +26,7 @@ BEGIN
         UPDATE flowworker.runs r
         SET status = 'completed', completed_at = now(),
             output = (
-                SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::jsonb)
+                SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::pg_catalog.jsonb)
                 FROM flowworker.step_states ss
                 WHERE ss.run_id = p_run_id
                   AND NOT EXISTS (SELECT 1 FROM flowworker.deps d

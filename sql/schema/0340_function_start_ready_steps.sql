@@ -8,8 +8,8 @@ SET search_path = ''
 AS $$
 DECLARE
     v_run flowworker.runs;
-    v_step record;
-    v_source jsonb;
+    v_step pg_catalog.record;
+    v_source pg_catalog.jsonb;
     v_count int;
     v_progress boolean := true;
 BEGIN
@@ -47,7 +47,7 @@ BEGIN
                 remaining_tasks = v_count
             WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.step_slug;
             IF v_count = 0 THEN
-                PERFORM flowworker._complete_step(p_run_id, v_step.step_slug, '[]'::jsonb);
+                PERFORM flowworker._complete_step(p_run_id, v_step.step_slug, '[]'::pg_catalog.jsonb);
                 v_progress := true;
             ELSE
                 PERFORM flowworker._queue_tasks(v_run.flow_slug, p_run_id, v_step.step_slug,

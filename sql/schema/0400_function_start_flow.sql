@@ -9,7 +9,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_run flowworker.runs;
-    v_root_map text;
+    v_root_map pg_catalog.text;
 BEGIN
     PERFORM flowworker.check_slug(start_flow.flow_slug, 'flow slug');
     -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps

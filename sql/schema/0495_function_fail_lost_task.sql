@@ -11,8 +11,8 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_flow_slug text;
-    v_error text := format('claim expired on attempt %s of %s: the worker running it was lost',
+    v_flow_slug pg_catalog.text;
+    v_error pg_catalog.text := format('claim expired on attempt %s of %s: the worker running it was lost',
                            c.attempts_count, c.max_attempts);
 BEGIN
     BEGIN

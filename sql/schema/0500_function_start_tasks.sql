@@ -19,9 +19,9 @@ SET search_path = ''
 AS $$
 #variable_conflict use_column
 DECLARE
-    q text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
+    q pg_catalog.text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
     v_msg_ids bigint[];
-    v_ptrs jsonb[];
+    v_ptrs pg_catalog.jsonb[];
     v_locked flowworker.task_claim[];
     v_orphans bigint[];
     v_exhausted flowworker.task_claim;
@@ -57,9 +57,9 @@ BEGIN
         WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
           AND t.status IN ('queued', 'started')
           AND jsonb_typeof(m.ptr) = 'object'
-          AND t.run_id::text = m.ptr ->> 'run_id'
+          AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
           AND t.step_slug = m.ptr ->> 'step_slug'
-          AND t.task_index::text = m.ptr ->> 'task_index');
+          AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index');
     IF v_orphans IS NOT NULL THEN
         PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
     END IF;

@@ -11,9 +11,9 @@ SET search_path = ''
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
     v_message_id bigint;
-    v_step_type text;
+    v_step_type pg_catalog.text;
     v_remaining int;
 BEGIN
     PERFORM flowworker._check_size(complete_task.output, 'max_output_bytes',

@@ -11,7 +11,7 @@ SET search_path = ''
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_flow_slug text;
+    v_flow_slug pg_catalog.text;
     v_task flowworker.step_tasks;
     v_max_attempts int;
     v_base_delay int;

@@ -11,8 +11,8 @@ SET search_path = ''
 AS $$
 DECLARE
     v_released int := 0;
-    v_task record;
-    v_flow_slug text;
+    v_task pg_catalog.record;
+    v_flow_slug pg_catalog.text;
     v_message_id bigint;
 BEGIN
     -- One task at a time, each under its run lock, in the lock order.

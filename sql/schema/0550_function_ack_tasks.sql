@@ -13,7 +13,7 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    v record;
+    v pg_catalog.record;
 BEGIN
     FOR v IN
         SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors)

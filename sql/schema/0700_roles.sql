@@ -6,6 +6,10 @@
 -- only through SECURITY DEFINER functions with a pinned search_path.
 -- Roles belong to the whole cluster: they are created once, and a migrator
 -- without CREATEROLE leaves that (and these grants) to an administrator.
+-- Functions are EXECUTE-able by PUBLIC by default: take that back for every
+-- one of ours first, whether or not the roles below can be created.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA flowworker FROM PUBLIC;
+
 DO $roles$
 DECLARE
     r text;
@@ -24,7 +28,6 @@ BEGIN
         END IF;
     END LOOP;
 
-    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA flowworker FROM PUBLIC;
     GRANT USAGE ON SCHEMA flowworker
         TO flowworker_enqueuer, flowworker_worker, flowworker_reader;
 

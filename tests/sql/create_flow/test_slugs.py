@@ -55,8 +55,8 @@ def test_longest_slug_keeps_derived_names_whole(conn: psycopg.Connection) -> Non
     rows = conn.execute(
         "SELECT relname FROM pg_class WHERE relname LIKE %s ORDER BY relname",
         (f"%{slug}%",)).fetchall()
-    assert [r[0] for r in rows] == [f"a_{slug}", f"a_{slug}_pkey", f"q_{slug}", f"q_{slug}_pkey",
-                                   f"q_{slug}_seq", f"q_{slug}_vt_idx"]
+    assert [r[0] for r in rows] == [f"a_{slug}", f"a_{slug}$pkey", f"q_{slug}", f"q_{slug}$pkey",
+                                   f"q_{slug}$seq", f"q_{slug}$vt"]
     conn.execute("SELECT flowworker.start_flow(%s)", (slug,))
     assert len(conn.execute("SELECT * FROM flowworker.start_tasks(%s, gen_random_uuid())",
                             (slug,)).fetchall()) == 1

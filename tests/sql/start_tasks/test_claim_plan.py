@@ -42,7 +42,7 @@ def test_claim_query_uses_the_vt_index(conn: psycopg.Connection) -> None:
     types = [n["Node Type"] for n in plan]
     assert "Seq Scan" not in types, types
     assert "Sort" not in types, types
-    assert any(n.get("Index Name") == "q_plan_vt_idx" for n in plan), types
+    assert any(n.get("Index Name") == "q_plan$vt" for n in plan), types
 
     assert len(claim(conn, "plan", batch_size=10)) == 0  # all are orphans: archived
     assert conn.execute("SELECT count(*) FROM flowworker.a_plan").fetchone() == (10,)
