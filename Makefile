@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml
 run: install ## Run the example end to end on an embedded PostgreSQL
 	$(PY) -m examples.demo
 
-test: install lint ## Lint, type-check and run every test against a real PostgreSQL
+test: install lint test-deps ## Lint, type-check and run every test against a real PostgreSQL
 	$(VENV)/bin/pytest
+
+.PHONY: test-deps chaos
+test-deps: ## System packages the fault tests need (pgbouncer, libfaketime); apt-get as root
+	bash scripts/install-test-deps.sh
+
+chaos: install test-deps ## Crash-restart chaos + vacuum-blocked soak (CHAOS_MINUTES=20, CHAOS_SOAK_MINUTES=30)
+	$(PY) -m tests.faults.chaos
 
 lint: install ## ruff and mypy --strict
 	$(VENV)/bin/ruff check .
@@ -31,6 +38,13 @@ lint: install ## ruff and mypy --strict
 	@ln -s $(CURDIR)/worker/*.py $(CURDIR)/worker/py.typed .mypy_tree/flowworker/
 	@ln -s $(CURDIR)/cli .mypy_tree/flowworker/cli
 	$(VENV)/bin/mypy
+
+.PHONY: bench bench-quick
+bench: install ## Benchmark vs PgQueuer and pgbench (~20 min); writes docs/performance.*
+	$(PY) -m bench
+
+bench-quick: install ## The benchmark once with small N (< 2 min); writes bench/results/quick.*
+	$(PY) -m bench --quick
 
 format: install ## Format and auto-fix with ruff
 	$(VENV)/bin/ruff check --fix .

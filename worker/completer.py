@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import anyio
@@ -93,14 +94,16 @@ class Completer:
             "ack_tasks",
             [o.task.run_id for o in acks], [o.task.step_slug for o in acks],
             [o.task.task_index for o in acks], [o.task.attempt for o in acks],
-            [o.output_json for o in acks], [o.error for o in acks])
+            [o.output_json for o in acks], [o.error for o in acks],
+            [o.task.worker_id for o in acks])
         by_position = {row["ord"]: row["result"] for row in rows}
         return [by_position[i + 1] for i in range(len(acks))]
 
     async def _release(self, tasks: list[ClaimedTask]) -> None:
         await self.db.retrying("release_tasks", lambda: self.db.fetchval(
             "release_tasks", [t.run_id for t in tasks], [t.step_slug for t in tasks],
-            [t.task_index for t in tasks], [t.attempt for t in tasks]), self.give_up)
+            [t.task_index for t in tasks], [t.attempt for t in tasks],
+            [t.worker_id for t in tasks]), self.give_up)
         for task in tasks:
             logs.event("task.released", **task.fields())
 
@@ -109,7 +112,8 @@ class Completer:
         fields = {**task.fields(), "duration_ms": round(outcome.duration * 1000, 3)}
         if result == "completed":
             metrics.TASKS_COMPLETED.labels(task.flow.slug, task.step_slug).inc()
-            logs.event("task.completed", **fields)
+            # Per-task success events cost as much as the task; DEBUG shows them.
+            logs.event("task.completed", logging.DEBUG, **fields)
         elif result == "stale":
             metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, "stale").inc()
             logs.event("task.stale", **fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from dataclasses import dataclass
 
@@ -101,7 +102,7 @@ async def _call(task: ClaimedTask, step: Step,
                 runner: anyio.CapacityLimiter) -> tuple[object, str | None, bool]:
     task.started = True
     metrics.TASKS_STARTED.labels(task.flow.slug, task.step_slug).inc()
-    logs.event("task.started", **task.fields())
+    logs.event("task.started", logging.DEBUG, **task.fields())
     ctx = _context(task)
     result: object = None
     error: str | None = None

@@ -9,7 +9,7 @@ import anyio
 import asyncpg
 
 from flowworker import logs, metrics
-from flowworker.dbpool import backoff, connect, is_retryable
+from flowworker.dbpool import ConnectionLostError, backoff, connect, is_retryable
 from flowworker.errors import ConfigurationError
 
 CHECK_INTERVAL = 2.0  # seconds between liveness checks of the LISTEN connection
@@ -26,8 +26,9 @@ class Listener:
 
     def __init__(self, url: str, flow_slugs: list[str], wake: Callable[[str], None],
                  send_probe: Callable[[str], Awaitable[None]], refuse_without: bool,
-                 statement_cache_size: int = 100) -> None:
+                 statement_cache_size: int = 100, command_timeout: float = 30.0) -> None:
         self.url = url
+        self.command_timeout = command_timeout
         self.statement_cache_size = statement_cache_size
         self.channels = {f"flowworker_{slug}": slug for slug in flow_slugs}
         self.wake = wake
@@ -43,36 +44,54 @@ class Listener:
             self.wake(slug)
 
     async def run(self) -> None:
-        attempt = 0
+        self._attempt = 0
         while self.available:
             try:
                 await self._listen_until_lost()
-                attempt = 0
+                if self.available:
+                    logs.event("listener.lost", error="connection closed")
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
                 self._set_up(False)
                 logs.event("listener.lost", error=type(exc).__name__)
-                await anyio.sleep(backoff(attempt))
-                attempt += 1
+                await anyio.sleep(backoff(self._attempt))
+                self._attempt += 1
 
     async def _listen_until_lost(self) -> None:
-        conn = await connect(self.url, timeout=10,
-                             statement_cache_size=self.statement_cache_size,
-                             server_settings={"application_name": "flowworker-listener"})
         try:
-            for channel in self.channels:
-                await conn.add_listener(channel, self._on_notify)
-            if not await self._probe(conn):
-                self._unavailable()
-                return
+            conn = await connect(self.url, timeout=10,
+                                 statement_cache_size=self.statement_cache_size,
+                                 command_timeout=self.command_timeout,
+                                 server_settings={"application_name": "flowworker-listener"})
+        except Exception as exc:  # refused, restarting, not allowed: wait it out
+            raise ConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+        # A connection the server ends is down at once, not at the next check.
+        lost = anyio.Event()
+
+        def on_lost(_conn: object) -> None:
+            self._set_up(False)
+            lost.set()
+
+        conn.add_termination_listener(on_lost)
+        try:
+            with anyio.fail_after(self.command_timeout + PROBE_TIMEOUT):
+                for channel in self.channels:
+                    await conn.add_listener(channel, self._on_notify)
+                if not await self._probe(conn):
+                    self._unavailable()
+                    return
             self._set_up(True)
+            self._attempt = 0  # a loss after a good LISTEN reconnects at once
             self.settled.set()
             logs.event("listener.connected", channels=len(self.channels))
             for slug in self.channels.values():
                 self.wake(slug)
-            while True:
-                await anyio.sleep(CHECK_INTERVAL)
+            while not conn.is_closed():
+                with anyio.move_on_after(CHECK_INTERVAL):
+                    await lost.wait()
+                if lost.is_set():
+                    return
                 with anyio.fail_after(CHECK_TIMEOUT):
                     await conn.fetchval("SELECT 1")
         finally:

@@ -7,18 +7,25 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 
 import anyio
+import asyncpg
 from anyio.streams.memory import MemoryObjectSendStream
 
 from flowworker import executor, health, logs, metrics, supervisor
 from flowworker.completer import Completer
 from flowworker.dbpool import Database
 from flowworker.dsl import Flow
-from flowworker.errors import FlowworkerError, SchemaError, ShapeMismatchError
+from flowworker.errors import (
+    ConfigurationError,
+    FlowworkerError,
+    SchemaError,
+    ShapeMismatchError,
+)
 from flowworker.listener import Listener
 from flowworker.producer import Producer
 from flowworker.registry import load_flows, select_flows
@@ -43,6 +50,8 @@ class Worker:
         self.producers: list[Producer] = []
         self.listener: Listener | None = None
         self.stopping = False
+        self.give_up_at = float("inf")  # monotonic time after which unwritten outcomes are dropped
+        self._registered: list[uuid.UUID] = []
         self._handlers: anyio.abc.TaskGroup | None = None
         self._outcomes: MemoryObjectSendStream[Outcome] | None = None
 
@@ -70,7 +79,7 @@ class Worker:
     async def _serve(self) -> None:
         send, receive = anyio.create_memory_object_stream[Outcome](self.settings.concurrency * 2)
         self._outcomes = send
-        completer = Completer(self.db, receive, self._on_written, self.hurry.is_set)
+        completer = Completer(self.db, receive, self._on_written, self._give_up)
         self.producers = [Producer(flow, self.worker_ids[flow.slug], self.db, self.settings,
                                    self.slots, self._dispatch, self.notify_works)
                           for flow in self.flows]
@@ -103,7 +112,7 @@ class Worker:
             self.listener = Listener(
                 self.settings.database_url, list(by_slug), lambda slug: by_slug[slug].wake(),
                 self._send_probe, self.settings.listen_unavailable == "refuse",
-                self.settings.statement_cache_size)
+                self.settings.statement_cache_size, self.settings.command_timeout)
             services.start_soon(self.listener.run)
         if self.settings.metrics_addr != "off":
             await services.start(health.serve, self.settings.metrics_addr, self._not_ready)
@@ -123,11 +132,19 @@ class Worker:
         logs.event("worker.ready", flows=[f.slug for f in self.flows],
                    concurrency=self.settings.concurrency, signal=self.settings.signal)
 
+    def _give_up(self) -> bool:
+        return self.hurry.is_set() or time.monotonic() > self.give_up_at
+
     def request_stop(self, reason: str) -> None:
         """Stop claiming and drain (first signal, or --drain finished)."""
         if self.stopping:
             return
         self.stopping = True
+        # Past the drain timeout (and one command timeout to write what finished),
+        # outcomes the database cannot take are dropped: their claims expire
+        # and are redelivered, and the worker still exits.
+        self.give_up_at = (time.monotonic() + self.settings.shutdown_timeout
+                           + self.settings.command_timeout)
         logs.event("worker.draining", reason=reason, in_flight=len(self.in_flight),
                    shutdown_timeout=self.settings.shutdown_timeout)
         self._stop_claiming.cancel()
@@ -166,6 +183,7 @@ class Worker:
         finally:
             self.in_flight.discard(task)
             metrics.IN_FLIGHT.labels(task.flow.slug).dec()
+            task.finished.set()
         assert self._outcomes is not None
         with anyio.CancelScope(shield=True):
             await self._outcomes.send(outcome)
@@ -203,12 +221,13 @@ class Worker:
         for slug, worker_id in self.worker_ids.items():
             await self.db.fetchval("register_worker", worker_id, slug, socket.gethostname(),
                                    os.getpid())
+            self._registered.append(worker_id)
         logs.event("worker.started", worker_id=[str(w) for w in self.worker_ids.values()],
                    flows=list(self.worker_ids), pid=os.getpid())
 
     async def _unregister(self) -> None:
         with anyio.move_on_after(5):
-            for worker_id in self.worker_ids.values():
+            for worker_id in self._registered:
                 try:
                     await self.db.fetchval("stop_worker", worker_id)
                 except Exception as exc:  # best effort on the way out
@@ -254,6 +273,10 @@ def run_worker(settings: Settings) -> None:
         first = _first_error(exc)
         if isinstance(first, FlowworkerError):
             raise first from None
+        if isinstance(first, asyncpg.InvalidSQLStatementNameError):
+            raise ConfigurationError(
+                f"{first}: the server forgot a prepared statement, as PgBouncer in "
+                "transaction pooling mode does; set FLOWWORKER_STATEMENT_CACHE_SIZE=0") from None
         traceback.print_exception(first, file=sys.stderr)
         logs.event("worker.crashed", error_type=type(first).__name__)
         raise FlowworkerError(f"worker crashed: {type(first).__name__}: {first}") from None

@@ -4,6 +4,7 @@ in any of them stops the worker loudly."""
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import TYPE_CHECKING
 
@@ -90,4 +91,5 @@ async def loop_lag(worker: Worker, interval: float = 0.25, warn_after: float = 0
         lag = anyio.current_time() - began - interval
         metrics.LOOP_LAG.observe(max(lag, 0.0))
         if lag > warn_after:
-            logs.event("loop.lag", lag_ms=round(lag * 1000), hint="a handler blocks the loop")
+            logs.event("loop.lag", logging.WARNING, lag_ms=round(lag * 1000),
+                       hint="a handler blocks the event loop")

@@ -27,7 +27,9 @@ class ClaimedTask:
     input: Any
     flow_input: Any
     timeout: int
+    recovered: bool = False  # its previous claim expired: its worker may have died of it
     started: bool = False
+    finished: anyio.Event = field(default_factory=anyio.Event)
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     cancel_reason: Kind | None = None
 

@@ -86,7 +86,7 @@ CREATE TABLE flowworker.runs (
     completed_at timestamptz,
     failed_at timestamptz,
     cancelled_at timestamptz
-);
+) WITH (fillfactor = 80);
 
 CREATE INDEX runs_flow_status_idx ON flowworker.runs (flow_slug, status);
 CREATE TABLE flowworker.step_states (
@@ -106,7 +106,9 @@ CREATE TABLE flowworker.step_states (
     failed_at timestamptz,
     PRIMARY KEY (run_id, step_slug),
     FOREIGN KEY (flow_slug, step_slug) REFERENCES flowworker.steps (flow_slug, step_slug)
-);
+) WITH (fillfactor = 80);
+-- fillfactor 80: a task row is updated at claim and at completion; the free
+-- room keeps those updates on the page (HOT), without index churn.
 CREATE TABLE flowworker.step_tasks (
     run_id uuid NOT NULL,
     step_slug text NOT NULL,
@@ -127,7 +129,7 @@ CREATE TABLE flowworker.step_tasks (
     PRIMARY KEY (run_id, step_slug, task_index),
     UNIQUE (flow_slug, message_id),
     FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)
-);
+) WITH (fillfactor = 80);
 CREATE TABLE flowworker.workers (
     worker_id uuid PRIMARY KEY,
     flow_slug text NOT NULL,
@@ -543,42 +545,54 @@ BEGIN
     END IF;
 END;
 $$;
--- Record a step's output, count it off its dependents and the run, and
--- complete the run when it was the last step. The caller holds the run lock
--- and starts whatever became ready.
-CREATE FUNCTION flowworker._complete_step(p_run_id uuid, p_step_slug text, p_output jsonb)
-RETURNS void
+-- Record steps' outputs, count them off their dependents and their runs,
+-- and complete the runs whose last step this was. Set-based: one call for
+-- every step a batch of acknowledgements finished. The caller holds the
+-- run locks. Returns the runs that go on (the caller starts what became
+-- ready in them).
+CREATE FUNCTION flowworker._complete_steps(p_run_ids uuid[], p_step_slugs text[], p_outputs jsonb[])
+RETURNS uuid[]
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_flow_slug pg_catalog.text;
-    v_remaining int;
+    v_going_on pg_catalog.uuid[];
 BEGIN
     UPDATE flowworker.step_states ss
-    SET status = 'completed', output = p_output, completed_at = now(), remaining_tasks = 0
-    WHERE ss.run_id = p_run_id AND ss.step_slug = p_step_slug
-    RETURNING ss.flow_slug INTO v_flow_slug;
+    SET status = 'completed', output = f.output, completed_at = now(), remaining_tasks = 0
+    FROM unnest(p_run_ids, p_step_slugs, p_outputs) AS f(run_id, step_slug, output)
+    WHERE ss.run_id = f.run_id AND ss.step_slug = f.step_slug;
+
     UPDATE flowworker.step_states ss
-    SET remaining_deps = ss.remaining_deps - 1
-    FROM flowworker.deps d
-    WHERE d.flow_slug = v_flow_slug AND d.dep_slug = p_step_slug
-      AND ss.run_id = p_run_id AND ss.step_slug = d.step_slug;
-    UPDATE flowworker.runs r SET remaining_steps = r.remaining_steps - 1
-    WHERE r.run_id = p_run_id
-    RETURNING r.remaining_steps INTO v_remaining;
-    IF v_remaining = 0 THEN
+    SET remaining_deps = ss.remaining_deps - x.n
+    FROM (
+        SELECT f.run_id, d.step_slug, count(*)::int AS n
+        FROM unnest(p_run_ids, p_step_slugs) AS f(run_id, step_slug)
+        JOIN flowworker.runs r ON r.run_id = f.run_id
+        JOIN flowworker.deps d ON d.flow_slug = r.flow_slug AND d.dep_slug = f.step_slug
+        GROUP BY f.run_id, d.step_slug
+    ) AS x
+    WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug;
+
+    WITH counted AS (
         UPDATE flowworker.runs r
-        SET status = 'completed', completed_at = now(),
-            output = (
+        SET remaining_steps = r.remaining_steps - x.n,
+            status = CASE WHEN r.remaining_steps = x.n THEN 'completed' ELSE r.status END,
+            completed_at = CASE WHEN r.remaining_steps = x.n THEN now() END,
+            output = CASE WHEN r.remaining_steps = x.n THEN (
                 SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::pg_catalog.jsonb)
                 FROM flowworker.step_states ss
-                WHERE ss.run_id = p_run_id
+                WHERE ss.run_id = r.run_id
                   AND NOT EXISTS (SELECT 1 FROM flowworker.deps d
-                                  WHERE d.flow_slug = v_flow_slug AND d.dep_slug = ss.step_slug)
-            )
-        WHERE r.run_id = p_run_id;
-    END IF;
+                                  WHERE d.flow_slug = r.flow_slug AND d.dep_slug = ss.step_slug))
+            END
+        FROM (SELECT f.run_id, count(*)::int AS n FROM unnest(p_run_ids) AS f(run_id)
+              GROUP BY f.run_id) AS x
+        WHERE r.run_id = x.run_id
+        RETURNING r.run_id, r.remaining_steps
+    )
+    SELECT array_agg(c.run_id) INTO v_going_on FROM counted c WHERE c.remaining_steps > 0;
+    RETURN coalesce(v_going_on, '{}'::pg_catalog.uuid[]);
 END;
 $$;
 -- Start every step of a run whose deps are all complete: queue its tasks, or
@@ -630,7 +644,8 @@ BEGIN
                 remaining_tasks = v_count
             WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.step_slug;
             IF v_count = 0 THEN
-                PERFORM flowworker._complete_step(p_run_id, v_step.step_slug, '[]'::pg_catalog.jsonb);
+                PERFORM flowworker._complete_steps(ARRAY[p_run_id], ARRAY[v_step.step_slug],
+                                                   ARRAY['[]'::pg_catalog.jsonb]);
                 v_progress := true;
             ELSE
                 PERFORM flowworker._queue_tasks(v_run.flow_slug, p_run_id, v_step.step_slug,
@@ -795,7 +810,7 @@ CREATE FUNCTION flowworker.start_tasks(
 )
 RETURNS TABLE (
     msg_id bigint, run_id uuid, step_slug text, task_index int, attempt int,
-    input jsonb, flow_input jsonb, timeout int
+    input jsonb, flow_input jsonb, timeout int, recovered boolean
 )
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -865,6 +880,12 @@ BEGIN
     IF v_locked IS NULL THEN
         RETURN;
     END IF;
+    -- A claim that expired may have killed its worker (a poison task): claim it
+    -- alone, so that if it kills the next worker too it takes nothing else along.
+    IF EXISTS (SELECT 1 FROM unnest(v_locked) c WHERE c.status = 'started') THEN
+        SELECT ARRAY[c] INTO v_locked FROM unnest(v_locked) c
+        WHERE c.status = 'started' ORDER BY c.msg_id LIMIT 1;
+    END IF;
 
     EXECUTE format(
         'UPDATE flowworker.%I q
@@ -884,7 +905,7 @@ BEGIN
         FROM unnest(v_locked) c
         WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
         RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
-                  c.timeout
+                  c.timeout, c.status = 'started' AS recovered
     )
     SELECT c.msg_id, c.run_id, c.step_slug, c.task_index, c.attempts_count,
            CASE
@@ -901,64 +922,11 @@ BEGIN
                    JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
            END,
-           r.input, c.timeout
+           r.input, c.timeout, c.recovered
     FROM claimed c
     JOIN flowworker.runs r ON r.run_id = c.run_id
     JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
     ORDER BY c.msg_id;
-END;
-$$;
--- Record a task's output under the claim (attempt) that produced it.
--- Returns false and changes nothing when that claim is no longer current:
--- the task was re-claimed, already finished, or its run is over.
-CREATE FUNCTION flowworker.complete_task(
-    run_id uuid, step_slug text, task_index int, attempt int, output jsonb
-)
-RETURNS boolean
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = ''
-AS $$
-#variable_conflict use_column
-DECLARE
-    v_flow_slug pg_catalog.text;
-    v_message_id bigint;
-    v_step_type pg_catalog.text;
-    v_remaining int;
-BEGIN
-    PERFORM flowworker._check_size(complete_task.output, 'max_output_bytes',
-                                   format('the output of step %L', complete_task.step_slug));
-    SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
-    WHERE r.run_id = complete_task.run_id AND r.status = 'started' FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    UPDATE flowworker.step_tasks t
-    SET status = 'completed', output = complete_task.output, completed_at = now()
-    WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug
-      AND t.task_index = complete_task.task_index
-      AND t.status = 'started' AND t.attempts_count = complete_task.attempt
-    RETURNING t.message_id INTO v_message_id;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    PERFORM flowworker.queue_delete(v_flow_slug, ARRAY[v_message_id]);
-
-    UPDATE flowworker.step_states ss SET remaining_tasks = ss.remaining_tasks - 1
-    WHERE ss.run_id = complete_task.run_id AND ss.step_slug = complete_task.step_slug
-    RETURNING ss.remaining_tasks INTO v_remaining;
-    IF v_remaining > 0 THEN
-        RETURN true;
-    END IF;
-    SELECT s.step_type INTO v_step_type FROM flowworker.steps s
-    WHERE s.flow_slug = v_flow_slug AND s.step_slug = complete_task.step_slug;
-    PERFORM flowworker._complete_step(complete_task.run_id, complete_task.step_slug,
-        CASE WHEN v_step_type = 'map' THEN (
-            SELECT jsonb_agg(t.output ORDER BY t.task_index) FROM flowworker.step_tasks t
-            WHERE t.run_id = complete_task.run_id AND t.step_slug = complete_task.step_slug)
-        ELSE complete_task.output END);
-    PERFORM flowworker._start_ready_steps(complete_task.run_id);
-    RETURN true;
 END;
 $$;
 -- Record a failed attempt under its claim. Returns 'retry' when the task is
@@ -1017,9 +985,12 @@ END;
 $$;
 -- Hand claimed tasks back for immediate redelivery without spending an
 -- attempt (graceful shutdown). Only claims that are still current are
--- released. Returns how many were.
+-- released. Returns how many were. With worker_ids, only the worker that
+-- holds a claim can hand it back: a retried release cannot hand back the
+-- claim another worker has since taken with the same attempt number.
 CREATE FUNCTION flowworker.release_tasks(
-    run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[]
+    run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[],
+    worker_ids uuid[] DEFAULT NULL
 )
 RETURNS int
 LANGUAGE plpgsql
@@ -1034,8 +1005,8 @@ DECLARE
 BEGIN
     -- One task at a time, each under its run lock, in the lock order.
     FOR v_task IN
-        SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts)
-            AS c(run_id, step_slug, task_index, attempt)
+        SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts, worker_ids)
+            AS c(run_id, step_slug, task_index, attempt, worker_id)
         ORDER BY c.run_id, c.step_slug, c.task_index
     LOOP
         PERFORM 1 FROM flowworker.runs r WHERE r.run_id = v_task.run_id FOR UPDATE;
@@ -1044,6 +1015,7 @@ BEGIN
         WHERE t.run_id = v_task.run_id AND t.step_slug = v_task.step_slug
           AND t.task_index = v_task.task_index
           AND t.status = 'started' AND t.attempts_count = v_task.attempt
+          AND (v_task.worker_id IS NULL OR t.worker_id = v_task.worker_id)
         RETURNING t.flow_slug, t.message_id INTO v_flow_slug, v_message_id;
         IF FOUND THEN
             PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_message_id], 0);
@@ -1084,14 +1056,18 @@ BEGIN
     RETURN cardinality(v_msg_ids);
 END;
 $$;
--- Apply many outcomes in one round trip: an output completes a task, an
--- error fails the attempt. Outcomes are applied in run_id order, so two
--- workers acknowledging overlapping runs lock them in the same order.
--- Returns, per input position (1-based), what complete_task or fail_task
--- said: 'completed', 'retry', 'failed' or 'stale'.
+-- Apply many outcomes in one call: an output completes a task, an error
+-- fails the attempt (fail_task). Set-based for completions: the runs are
+-- locked in run_id order first, so two workers acknowledging overlapping
+-- runs lock them in the same order. Returns, per input position (1-based),
+-- 'completed', 'retry', 'failed' or 'stale' (the claim is no longer current).
+-- With worker_ids, a claim is also the worker that holds it: an attempt
+-- number handed back by release_tasks and claimed again by another worker
+-- cannot be answered by the first. A repeated completion of a claim that
+-- was already applied (its reply lost) answers 'completed' again.
 CREATE FUNCTION flowworker.ack_tasks(
     run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[],
-    outputs jsonb[], errors text[]
+    outputs jsonb[], errors text[], worker_ids uuid[] DEFAULT NULL
 )
 RETURNS TABLE (ord int, result text)
 LANGUAGE plpgsql
@@ -1099,24 +1075,132 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    v pg_catalog.record;
+    v_limit bigint;
+    v_done_ord bigint[];
+    v_done_runs pg_catalog.uuid[];
+    v_done_steps pg_catalog.text[];
+    v_done_flows pg_catalog.text[];
+    v_done_msgs bigint[];
+    v_flow pg_catalog.text;
+    v_finished pg_catalog.record;
+    v_run pg_catalog.uuid;
+    v_fail pg_catalog.record;
+    v_fail_ords bigint[] := '{}';
+    v_fail_results pg_catalog.text[] := '{}';
 BEGIN
-    FOR v IN
-        SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors)
-            WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error, ord)
+    SELECT c.value INTO v_limit FROM flowworker.config c WHERE c.name = 'max_output_bytes';
+    -- Raises for the first output over the limit (the worker then fails that attempt).
+    PERFORM flowworker._check_size(a.output, 'max_output_bytes',
+                                   format('the output of step %L', a.step_slug))
+    FROM unnest(step_slugs, outputs) AS a(step_slug, output)
+    WHERE pg_column_size(a.output) > v_limit;
+
+    PERFORM 1 FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
+    ORDER BY r.run_id FOR UPDATE;
+
+    -- Completions whose claim is current, in a run that is still going.
+    WITH done AS (
+        UPDATE flowworker.step_tasks t
+        SET status = 'completed', output = a.output, completed_at = now()
+        FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors, worker_ids)
+                 WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error,
+                                      worker_id, ord),
+             flowworker.runs r
+        WHERE a.error IS NULL AND r.run_id = a.run_id AND r.status = 'started'
+          AND t.run_id = a.run_id AND t.step_slug = a.step_slug AND t.task_index = a.task_index
+          AND t.status = 'started' AND t.attempts_count = a.attempt
+          AND (a.worker_id IS NULL OR t.worker_id = a.worker_id)
+        RETURNING a.ord, t.run_id, t.step_slug, t.flow_slug, t.message_id
+    )
+    SELECT array_agg(d.ord), array_agg(d.run_id), array_agg(d.step_slug),
+           array_agg(d.flow_slug), array_agg(d.message_id)
+    INTO v_done_ord, v_done_runs, v_done_steps, v_done_flows, v_done_msgs
+    FROM done d;
+
+    IF v_done_ord IS NOT NULL THEN
+        FOR v_flow IN SELECT DISTINCT f FROM unnest(v_done_flows) AS f LOOP
+            PERFORM flowworker.queue_delete(v_flow, ARRAY(
+                SELECT m FROM unnest(v_done_flows, v_done_msgs) AS x(f, m) WHERE x.f = v_flow));
+        END LOOP;
+
+        -- Count them off their steps; a step at zero is complete.
+        WITH counted AS (
+            UPDATE flowworker.step_states ss SET remaining_tasks = ss.remaining_tasks - x.n
+            FROM (SELECT d.run_id, d.step_slug, count(*)::int AS n
+                  FROM unnest(v_done_runs, v_done_steps) AS d(run_id, step_slug)
+                  GROUP BY d.run_id, d.step_slug) AS x
+            WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug
+            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+        )
+        SELECT array_agg(c.run_id) AS runs, array_agg(c.step_slug) AS steps,
+               array_agg(CASE WHEN s.step_type = 'map' THEN (
+                   SELECT jsonb_agg(t.output ORDER BY t.task_index) FROM flowworker.step_tasks t
+                   WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug)
+               ELSE (SELECT t.output FROM flowworker.step_tasks t
+                     WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
+                       AND t.task_index = 0) END) AS outputs
+        INTO v_finished
+        FROM counted c
+        JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+        WHERE c.remaining_tasks = 0;
+
+        IF v_finished.runs IS NOT NULL THEN
+            FOREACH v_run IN ARRAY flowworker._complete_steps(
+                    v_finished.runs, v_finished.steps, v_finished.outputs) LOOP
+                PERFORM flowworker._start_ready_steps(v_run);
+            END LOOP;
+        END IF;
+    END IF;
+
+    -- Failures are rare: one at a time, in run order (their run is locked).
+    FOR v_fail IN
+        SELECT a.* FROM unnest(run_ids, step_slugs, task_indexes, attempts, errors, worker_ids)
+                 WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, error, worker_id, ord)
+        WHERE a.error IS NOT NULL
+          AND (a.worker_id IS NULL OR EXISTS (
+              SELECT 1 FROM flowworker.step_tasks t
+              WHERE t.run_id = a.run_id AND t.step_slug = a.step_slug
+                AND t.task_index = a.task_index AND t.worker_id = a.worker_id))
         ORDER BY a.run_id, a.step_slug, a.task_index
     LOOP
-        ord := v.ord;
-        IF v.error IS NULL THEN
-            result := CASE WHEN flowworker.complete_task(v.run_id, v.step_slug, v.task_index,
-                                                         v.attempt, v.output)
-                           THEN 'completed' ELSE 'stale' END;
-        ELSE
-            result := flowworker.fail_task(v.run_id, v.step_slug, v.task_index, v.attempt, v.error);
-        END IF;
-        RETURN NEXT;
+        v_fail_ords := v_fail_ords || v_fail.ord;
+        v_fail_results := v_fail_results || flowworker.fail_task(
+            v_fail.run_id, v_fail.step_slug, v_fail.task_index, v_fail.attempt, v_fail.error);
     END LOOP;
+
+    RETURN QUERY
+    SELECT a.ord::int,
+           CASE WHEN a.ord = ANY (coalesce(v_done_ord, '{}'::bigint[])) THEN 'completed'
+                WHEN f.result IS NOT NULL THEN f.result
+                WHEN a.error IS NULL AND a.worker_id IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM flowworker.step_tasks t
+                    WHERE t.run_id = a.run_id AND t.step_slug = a.step_slug
+                      AND t.task_index = a.task_index AND t.status = 'completed'
+                      AND t.attempts_count = a.attempt AND t.worker_id = a.worker_id)
+                THEN 'completed'
+                ELSE 'stale' END
+    FROM unnest(run_ids, step_slugs, task_indexes, attempts, errors, worker_ids)
+             WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, error, worker_id, ord)
+    LEFT JOIN unnest(v_fail_ords, v_fail_results) AS f(ord, result) ON f.ord = a.ord
+    ORDER BY a.ord;
 END;
+$$;
+-- Record a task's output under the claim (attempt) that produced it.
+-- Returns false and changes nothing when that claim is no longer current:
+-- the task was re-claimed, already finished, or its run is over.
+-- There is one implementation of completing: this is ack_tasks with one outcome.
+CREATE FUNCTION flowworker.complete_task(
+    run_id uuid, step_slug text, task_index int, attempt int, output jsonb
+)
+RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = ''
+AS $$
+    SELECT a.result = 'completed'
+    FROM flowworker.ack_tasks(ARRAY[complete_task.run_id], ARRAY[complete_task.step_slug],
+                              ARRAY[complete_task.task_index], ARRAY[complete_task.attempt],
+                              ARRAY[complete_task.output], ARRAY[NULL::pg_catalog.text]) AS a;
 $$;
 CREATE FUNCTION flowworker.register_worker(worker_id uuid, flow_slug text, hostname text, pid int)
 RETURNS flowworker.workers
@@ -1206,8 +1290,8 @@ BEGIN
         flowworker.start_tasks(text, uuid, int, int),
         flowworker.complete_task(uuid, text, int, int, jsonb),
         flowworker.fail_task(uuid, text, int, int, text),
-        flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[]),
-        flowworker.release_tasks(uuid[], text[], int[], int[]),
+        flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[], uuid[]),
+        flowworker.release_tasks(uuid[], text[], int[], int[], uuid[]),
         flowworker.extend_claims(text, uuid[], text[], int[], int[], int),
         flowworker.register_worker(uuid, text, text, int),
         flowworker.heartbeat_worker(uuid),

@@ -18,14 +18,14 @@ SELECT flowworker.heartbeat_worker($1)
 SELECT flowworker.stop_worker($1)
 
 -- name: start_tasks
-SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, timeout
+SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, timeout, recovered
 FROM flowworker.start_tasks($1, $2, $3, $4)
 
 -- name: ack_tasks
-SELECT ord, result FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6)
+SELECT ord, result FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6, $7)
 
 -- name: release_tasks
-SELECT flowworker.release_tasks($1, $2, $3, $4)
+SELECT flowworker.release_tasks($1, $2, $3, $4, $5)
 
 -- name: finished_runs
 -- Runs among those in flight here that were cancelled or failed meanwhile.

@@ -11,6 +11,6 @@ CREATE TABLE flowworker.runs (
     completed_at timestamptz,
     failed_at timestamptz,
     cancelled_at timestamptz
-);
+) WITH (fillfactor = 80);
 
 CREATE INDEX runs_flow_status_idx ON flowworker.runs (flow_slug, status);

@@ -15,4 +15,4 @@ CREATE TABLE flowworker.step_states (
     failed_at timestamptz,
     PRIMARY KEY (run_id, step_slug),
     FOREIGN KEY (flow_slug, step_slug) REFERENCES flowworker.steps (flow_slug, step_slug)
-);
+) WITH (fillfactor = 80);

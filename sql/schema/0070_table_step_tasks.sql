@@ -1,3 +1,5 @@
+-- fillfactor 80: a task row is updated at claim and at completion; the free
+-- room keeps those updates on the page (HOT), without index churn.
 CREATE TABLE flowworker.step_tasks (
     run_id uuid NOT NULL,
     step_slug text NOT NULL,
@@ -18,4 +20,4 @@ CREATE TABLE flowworker.step_tasks (
     PRIMARY KEY (run_id, step_slug, task_index),
     UNIQUE (flow_slug, message_id),
     FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)
-);
+) WITH (fillfactor = 80);

@@ -47,7 +47,8 @@ BEGIN
                 remaining_tasks = v_count
             WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.step_slug;
             IF v_count = 0 THEN
-                PERFORM flowworker._complete_step(p_run_id, v_step.step_slug, '[]'::pg_catalog.jsonb);
+                PERFORM flowworker._complete_steps(ARRAY[p_run_id], ARRAY[v_step.step_slug],
+                                                   ARRAY['[]'::pg_catalog.jsonb]);
                 v_progress := true;
             ELSE
                 PERFORM flowworker._queue_tasks(v_run.flow_slug, p_run_id, v_step.step_slug,

@@ -11,7 +11,7 @@ CREATE FUNCTION flowworker.start_tasks(
 )
 RETURNS TABLE (
     msg_id bigint, run_id uuid, step_slug text, task_index int, attempt int,
-    input jsonb, flow_input jsonb, timeout int
+    input jsonb, flow_input jsonb, timeout int, recovered boolean
 )
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -81,6 +81,12 @@ BEGIN
     IF v_locked IS NULL THEN
         RETURN;
     END IF;
+    -- A claim that expired may have killed its worker (a poison task): claim it
+    -- alone, so that if it kills the next worker too it takes nothing else along.
+    IF EXISTS (SELECT 1 FROM unnest(v_locked) c WHERE c.status = 'started') THEN
+        SELECT ARRAY[c] INTO v_locked FROM unnest(v_locked) c
+        WHERE c.status = 'started' ORDER BY c.msg_id LIMIT 1;
+    END IF;
 
     EXECUTE format(
         'UPDATE flowworker.%I q
@@ -100,7 +106,7 @@ BEGIN
         FROM unnest(v_locked) c
         WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
         RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
-                  c.timeout
+                  c.timeout, c.status = 'started' AS recovered
     )
     SELECT c.msg_id, c.run_id, c.step_slug, c.task_index, c.attempts_count,
            CASE
@@ -117,7 +123,7 @@ BEGIN
                    JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
            END,
-           r.input, c.timeout
+           r.input, c.timeout, c.recovered
     FROM claimed c
     JOIN flowworker.runs r ON r.run_id = c.run_id
     JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug

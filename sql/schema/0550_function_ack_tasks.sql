@@ -1,11 +1,15 @@
--- Apply many outcomes in one round trip: an output completes a task, an
--- error fails the attempt. Outcomes are applied in run_id order, so two
--- workers acknowledging overlapping runs lock them in the same order.
--- Returns, per input position (1-based), what complete_task or fail_task
--- said: 'completed', 'retry', 'failed' or 'stale'.
+-- Apply many outcomes in one call: an output completes a task, an error
+-- fails the attempt (fail_task). Set-based for completions: the runs are
+-- locked in run_id order first, so two workers acknowledging overlapping
+-- runs lock them in the same order. Returns, per input position (1-based),
+-- 'completed', 'retry', 'failed' or 'stale' (the claim is no longer current).
+-- With worker_ids, a claim is also the worker that holds it: an attempt
+-- number handed back by release_tasks and claimed again by another worker
+-- cannot be answered by the first. A repeated completion of a claim that
+-- was already applied (its reply lost) answers 'completed' again.
 CREATE FUNCTION flowworker.ack_tasks(
     run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[],
-    outputs jsonb[], errors text[]
+    outputs jsonb[], errors text[], worker_ids uuid[] DEFAULT NULL
 )
 RETURNS TABLE (ord int, result text)
 LANGUAGE plpgsql
@@ -13,22 +17,113 @@ SECURITY DEFINER
 SET search_path = ''
 AS $$
 DECLARE
-    v pg_catalog.record;
+    v_limit bigint;
+    v_done_ord bigint[];
+    v_done_runs pg_catalog.uuid[];
+    v_done_steps pg_catalog.text[];
+    v_done_flows pg_catalog.text[];
+    v_done_msgs bigint[];
+    v_flow pg_catalog.text;
+    v_finished pg_catalog.record;
+    v_run pg_catalog.uuid;
+    v_fail pg_catalog.record;
+    v_fail_ords bigint[] := '{}';
+    v_fail_results pg_catalog.text[] := '{}';
 BEGIN
-    FOR v IN
-        SELECT * FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors)
-            WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error, ord)
+    SELECT c.value INTO v_limit FROM flowworker.config c WHERE c.name = 'max_output_bytes';
+    -- Raises for the first output over the limit (the worker then fails that attempt).
+    PERFORM flowworker._check_size(a.output, 'max_output_bytes',
+                                   format('the output of step %L', a.step_slug))
+    FROM unnest(step_slugs, outputs) AS a(step_slug, output)
+    WHERE pg_column_size(a.output) > v_limit;
+
+    PERFORM 1 FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
+    ORDER BY r.run_id FOR UPDATE;
+
+    -- Completions whose claim is current, in a run that is still going.
+    WITH done AS (
+        UPDATE flowworker.step_tasks t
+        SET status = 'completed', output = a.output, completed_at = now()
+        FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors, worker_ids)
+                 WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error,
+                                      worker_id, ord),
+             flowworker.runs r
+        WHERE a.error IS NULL AND r.run_id = a.run_id AND r.status = 'started'
+          AND t.run_id = a.run_id AND t.step_slug = a.step_slug AND t.task_index = a.task_index
+          AND t.status = 'started' AND t.attempts_count = a.attempt
+          AND (a.worker_id IS NULL OR t.worker_id = a.worker_id)
+        RETURNING a.ord, t.run_id, t.step_slug, t.flow_slug, t.message_id
+    )
+    SELECT array_agg(d.ord), array_agg(d.run_id), array_agg(d.step_slug),
+           array_agg(d.flow_slug), array_agg(d.message_id)
+    INTO v_done_ord, v_done_runs, v_done_steps, v_done_flows, v_done_msgs
+    FROM done d;
+
+    IF v_done_ord IS NOT NULL THEN
+        FOR v_flow IN SELECT DISTINCT f FROM unnest(v_done_flows) AS f LOOP
+            PERFORM flowworker.queue_delete(v_flow, ARRAY(
+                SELECT m FROM unnest(v_done_flows, v_done_msgs) AS x(f, m) WHERE x.f = v_flow));
+        END LOOP;
+
+        -- Count them off their steps; a step at zero is complete.
+        WITH counted AS (
+            UPDATE flowworker.step_states ss SET remaining_tasks = ss.remaining_tasks - x.n
+            FROM (SELECT d.run_id, d.step_slug, count(*)::int AS n
+                  FROM unnest(v_done_runs, v_done_steps) AS d(run_id, step_slug)
+                  GROUP BY d.run_id, d.step_slug) AS x
+            WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug
+            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+        )
+        SELECT array_agg(c.run_id) AS runs, array_agg(c.step_slug) AS steps,
+               array_agg(CASE WHEN s.step_type = 'map' THEN (
+                   SELECT jsonb_agg(t.output ORDER BY t.task_index) FROM flowworker.step_tasks t
+                   WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug)
+               ELSE (SELECT t.output FROM flowworker.step_tasks t
+                     WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
+                       AND t.task_index = 0) END) AS outputs
+        INTO v_finished
+        FROM counted c
+        JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+        WHERE c.remaining_tasks = 0;
+
+        IF v_finished.runs IS NOT NULL THEN
+            FOREACH v_run IN ARRAY flowworker._complete_steps(
+                    v_finished.runs, v_finished.steps, v_finished.outputs) LOOP
+                PERFORM flowworker._start_ready_steps(v_run);
+            END LOOP;
+        END IF;
+    END IF;
+
+    -- Failures are rare: one at a time, in run order (their run is locked).
+    FOR v_fail IN
+        SELECT a.* FROM unnest(run_ids, step_slugs, task_indexes, attempts, errors, worker_ids)
+                 WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, error, worker_id, ord)
+        WHERE a.error IS NOT NULL
+          AND (a.worker_id IS NULL OR EXISTS (
+              SELECT 1 FROM flowworker.step_tasks t
+              WHERE t.run_id = a.run_id AND t.step_slug = a.step_slug
+                AND t.task_index = a.task_index AND t.worker_id = a.worker_id))
         ORDER BY a.run_id, a.step_slug, a.task_index
     LOOP
-        ord := v.ord;
-        IF v.error IS NULL THEN
-            result := CASE WHEN flowworker.complete_task(v.run_id, v.step_slug, v.task_index,
-                                                         v.attempt, v.output)
-                           THEN 'completed' ELSE 'stale' END;
-        ELSE
-            result := flowworker.fail_task(v.run_id, v.step_slug, v.task_index, v.attempt, v.error);
-        END IF;
-        RETURN NEXT;
+        v_fail_ords := v_fail_ords || v_fail.ord;
+        v_fail_results := v_fail_results || flowworker.fail_task(
+            v_fail.run_id, v_fail.step_slug, v_fail.task_index, v_fail.attempt, v_fail.error);
     END LOOP;
+
+    RETURN QUERY
+    SELECT a.ord::int,
+           CASE WHEN a.ord = ANY (coalesce(v_done_ord, '{}'::bigint[])) THEN 'completed'
+                WHEN f.result IS NOT NULL THEN f.result
+                WHEN a.error IS NULL AND a.worker_id IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM flowworker.step_tasks t
+                    WHERE t.run_id = a.run_id AND t.step_slug = a.step_slug
+                      AND t.task_index = a.task_index AND t.status = 'completed'
+                      AND t.attempts_count = a.attempt AND t.worker_id = a.worker_id)
+                THEN 'completed'
+                ELSE 'stale' END
+    FROM unnest(run_ids, step_slugs, task_indexes, attempts, errors, worker_ids)
+             WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, error, worker_id, ord)
+    LEFT JOIN unnest(v_fail_ords, v_fail_results) AS f(ord, result) ON f.ord = a.ord
+    ORDER BY a.ord;
 END;
 $$;

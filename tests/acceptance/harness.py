@@ -104,7 +104,9 @@ class WorkerProcess:
         self.log_dir = log_dir
         self.pass_database_url = pass_database_url
         self.env = dict(os.environ)
-        self.env.update({"FLOWWORKER_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"})
+        # DEBUG: the tests read task.started / task.completed events.
+        self.env.update({"FLOWWORKER_DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1",
+                         "FLOWWORKER_LOG_LEVEL": "DEBUG"})
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.events: list[Event] = []

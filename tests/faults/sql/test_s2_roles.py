@@ -288,14 +288,16 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
 
         # Hand one claim back and take it again, then work the run to its end.
         (first,) = q("start_tasks", "roles", worker_id, 10, 5)
-        assert q("release_tasks", [first[1]], [first[2]], [first[3]], [first[4]]) == [(1,)]
+        assert q("release_tasks", [first[1]], [first[2]], [first[3]], [first[4]],
+                 [worker_id]) == [(1,)]
         outputs: dict[str, Any] = {}
         while claimed := q("start_tasks", "roles", worker_id, 10, 5):
             assert q("heartbeat_worker", worker_id) == [(True,)]
             (length, _visible, _age), = q("queue_metrics", "roles")
             assert length >= len(claimed)
             results: list[Any] = []
-            for _msg, _run, step, _index, _attempt, task_input, _flow_input, _timeout in claimed:
+            for (_msg, _run, step, _index, _attempt, task_input, _flow_input, _timeout,
+                 _recovered) in claimed:
                 if step == "a":
                     results.append(list(range(1, task_input["n"] + 1)))
                 elif step == "b":
@@ -304,7 +306,8 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
                     results.append(sum(task_input["b"]))
             acked = q("ack_tasks", [c[1] for c in claimed], [c[2] for c in claimed],
                       [c[3] for c in claimed], [c[4] for c in claimed],
-                      [Jsonb(r) for r in results], [None] * len(claimed))
+                      [Jsonb(r) for r in results], [None] * len(claimed),
+                      [worker_id] * len(claimed))
             assert sorted(acked) == [(i + 1, "completed") for i in range(len(claimed))]
             for c, r in zip(claimed, results, strict=True):
                 outputs.setdefault(c[2], []).append(r)

@@ -1,0 +1,50 @@
+-- Record steps' outputs, count them off their dependents and their runs,
+-- and complete the runs whose last step this was. Set-based: one call for
+-- every step a batch of acknowledgements finished. The caller holds the
+-- run locks. Returns the runs that go on (the caller starts what became
+-- ready in them).
+CREATE FUNCTION flowworker._complete_steps(p_run_ids uuid[], p_step_slugs text[], p_outputs jsonb[])
+RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_going_on pg_catalog.uuid[];
+BEGIN
+    UPDATE flowworker.step_states ss
+    SET status = 'completed', output = f.output, completed_at = now(), remaining_tasks = 0
+    FROM unnest(p_run_ids, p_step_slugs, p_outputs) AS f(run_id, step_slug, output)
+    WHERE ss.run_id = f.run_id AND ss.step_slug = f.step_slug;
+
+    UPDATE flowworker.step_states ss
+    SET remaining_deps = ss.remaining_deps - x.n
+    FROM (
+        SELECT f.run_id, d.step_slug, count(*)::int AS n
+        FROM unnest(p_run_ids, p_step_slugs) AS f(run_id, step_slug)
+        JOIN flowworker.runs r ON r.run_id = f.run_id
+        JOIN flowworker.deps d ON d.flow_slug = r.flow_slug AND d.dep_slug = f.step_slug
+        GROUP BY f.run_id, d.step_slug
+    ) AS x
+    WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug;
+
+    WITH counted AS (
+        UPDATE flowworker.runs r
+        SET remaining_steps = r.remaining_steps - x.n,
+            status = CASE WHEN r.remaining_steps = x.n THEN 'completed' ELSE r.status END,
+            completed_at = CASE WHEN r.remaining_steps = x.n THEN now() END,
+            output = CASE WHEN r.remaining_steps = x.n THEN (
+                SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::pg_catalog.jsonb)
+                FROM flowworker.step_states ss
+                WHERE ss.run_id = r.run_id
+                  AND NOT EXISTS (SELECT 1 FROM flowworker.deps d
+                                  WHERE d.flow_slug = r.flow_slug AND d.dep_slug = ss.step_slug))
+            END
+        FROM (SELECT f.run_id, count(*)::int AS n FROM unnest(p_run_ids) AS f(run_id)
+              GROUP BY f.run_id) AS x
+        WHERE r.run_id = x.run_id
+        RETURNING r.run_id, r.remaining_steps
+    )
+    SELECT array_agg(c.run_id) INTO v_going_on FROM counted c WHERE c.remaining_steps > 0;
+    RETURN coalesce(v_going_on, '{}'::pg_catalog.uuid[]);
+END;
+$$;
