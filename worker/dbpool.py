@@ -110,15 +110,15 @@ class Database:
         try:
             self._pool = await asyncpg.create_pool(
                 asyncpg_dsn(self.url), min_size=1, max_size=self.size, init=_init_connection,
-                command_timeout=self.command_timeout, timeout=10,
+                command_timeout=self.command_timeout, timeout=min(10.0, self.command_timeout),
                 statement_cache_size=self.statement_cache_size,
                 server_settings={"application_name": "flowworker"})
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise DatabaseUnreachableError(f"database unreachable: {exc}") from None
 
-    async def close(self) -> None:
+    async def close(self, patience: float = 5.0) -> None:
         if self._pool is not None:
-            with anyio.move_on_after(5, shield=True):
+            with anyio.move_on_after(patience, shield=True):
                 await self._pool.close()
             self._pool.terminate()
 

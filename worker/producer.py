@@ -64,10 +64,10 @@ class Producer:
         for task in claimed:
             self.dispatch(task)
         self.first_round.set()
-        suspects = [task for task in claimed if task.recovered]
+        suspects = [task for task in claimed if task.isolated]
         if suspects:
-            # start_tasks hands out a task whose worker was lost alone; run it
-            # alone too, so that if it is a poison it takes nothing else along.
+            # start_tasks hands out a task whose worker was lost twice alone;
+            # run it alone too, so that if it is a poison it takes nothing along.
             await suspects[0].finished.wait()
             return True
         return len(claimed) == wanted
@@ -102,7 +102,7 @@ class Producer:
                            run_id=row["run_id"], step_slug=row["step_slug"],
                            task_index=row["task_index"], attempt=row["attempt"],
                            input=row["input"], flow_input=row["flow_input"],
-                           timeout=row["timeout"], recovered=row["recovered"])
+                           timeout=row["timeout"], isolated=row["isolated"])
 
     async def _wait_for_signal(self) -> None:
         """Sleep until a NOTIFY or the poll timer. A NOTIFY claims at once,

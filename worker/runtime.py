@@ -71,9 +71,11 @@ class Worker:
             await self._register()
             await self._serve()
         finally:
+            # When the database is away, do not hold the exit for it.
+            patience = 1.0 if self._give_up() else 5.0
             with anyio.CancelScope(shield=True):
-                await self._unregister()
-                await self.db.close()
+                await self._unregister(patience)
+                await self.db.close(patience)
         logs.event("worker.stopped", pid=os.getpid())
 
     async def _serve(self) -> None:
@@ -225,8 +227,8 @@ class Worker:
         logs.event("worker.started", worker_id=[str(w) for w in self.worker_ids.values()],
                    flows=list(self.worker_ids), pid=os.getpid())
 
-    async def _unregister(self) -> None:
-        with anyio.move_on_after(5):
+    async def _unregister(self, patience: float) -> None:
+        with anyio.move_on_after(patience):
             for worker_id in self._registered:
                 try:
                     await self.db.fetchval("stop_worker", worker_id)

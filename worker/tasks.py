@@ -27,7 +27,7 @@ class ClaimedTask:
     input: Any
     flow_input: Any
     timeout: int
-    recovered: bool = False  # its previous claim expired: its worker may have died of it
+    isolated: bool = False  # its worker was lost twice: run it alone
     started: bool = False
     finished: anyio.Event = field(default_factory=anyio.Event)
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)

@@ -18,7 +18,7 @@ SELECT flowworker.heartbeat_worker($1)
 SELECT flowworker.stop_worker($1)
 
 -- name: start_tasks
-SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, timeout, recovered
+SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, timeout, isolated
 FROM flowworker.start_tasks($1, $2, $3, $4)
 
 -- name: ack_tasks

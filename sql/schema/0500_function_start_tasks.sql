@@ -11,7 +11,7 @@ CREATE FUNCTION flowworker.start_tasks(
 )
 RETURNS TABLE (
     msg_id bigint, run_id uuid, step_slug text, task_index int, attempt int,
-    input jsonb, flow_input jsonb, timeout int, recovered boolean
+    input jsonb, flow_input jsonb, timeout int, isolated boolean
 )
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -81,11 +81,14 @@ BEGIN
     IF v_locked IS NULL THEN
         RETURN;
     END IF;
-    -- A claim that expired may have killed its worker (a poison task): claim it
-    -- alone, so that if it kills the next worker too it takes nothing else along.
-    IF EXISTS (SELECT 1 FROM unnest(v_locked) c WHERE c.status = 'started') THEN
+    -- A task whose worker was lost twice may be what kills workers (a poison
+    -- task): claim it alone, and the worker runs it alone, so that if it kills
+    -- the next worker too it takes nothing else along. (Once lost is common:
+    -- a crash, a deploy; those tasks are re-claimed together as usual.)
+    IF EXISTS (SELECT 1 FROM unnest(v_locked) c
+               WHERE c.status = 'started' AND c.attempts_count >= 2) THEN
         SELECT ARRAY[c] INTO v_locked FROM unnest(v_locked) c
-        WHERE c.status = 'started' ORDER BY c.msg_id LIMIT 1;
+        WHERE c.status = 'started' AND c.attempts_count >= 2 ORDER BY c.msg_id LIMIT 1;
     END IF;
 
     EXECUTE format(
@@ -106,7 +109,7 @@ BEGIN
         FROM unnest(v_locked) c
         WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
         RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
-                  c.timeout, c.status = 'started' AS recovered
+                  c.timeout, c.status = 'started' AND c.attempts_count >= 2 AS isolated
     )
     SELECT c.msg_id, c.run_id, c.step_slug, c.task_index, c.attempts_count,
            CASE
@@ -123,7 +126,7 @@ BEGIN
                    JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
            END,
-           r.input, c.timeout, c.recovered
+           r.input, c.timeout, c.isolated
     FROM claimed c
     JOIN flowworker.runs r ON r.run_id = c.run_id
     JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug

@@ -30,7 +30,7 @@ class Claim:
     input: Any
     flow_input: Any
     timeout: int
-    recovered: bool = False
+    isolated: bool = False
 
 
 def start(conn: psycopg.Connection, flow: str, flow_input: Any = None,

@@ -297,7 +297,7 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
             assert length >= len(claimed)
             results: list[Any] = []
             for (_msg, _run, step, _index, _attempt, task_input, _flow_input, _timeout,
-                 _recovered) in claimed:
+                 _isolated) in claimed:
                 if step == "a":
                     results.append(list(range(1, task_input["n"] + 1)))
                 elif step == "b":
