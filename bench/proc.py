@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +58,16 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> Exit:
     if proc.returncode is None:
         os.kill(proc.pid, signal.SIGTERM)
     return reap(proc, timeout)
+
+
+def log_problems(paths: Iterable[Path]) -> list[str]:
+    """What workers wrote to stderr (they log only WARNING and above): every
+    JSON event line, and of anything else (a traceback) its last line."""
+    found: list[str] = []
+    for path in paths:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        found += [line for line in lines if line.startswith("{")]
+        other = [line for line in lines if not line.startswith("{")]
+        if other:
+            found.append(f"{other[-1].strip()} (last of {len(other)} non-JSON stderr lines)")
+    return found

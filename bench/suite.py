@@ -105,33 +105,41 @@ class Suite:
         return lambda: self.drain(jobs)
 
     def drain(self, jobs: int) -> None:
-        r = self.results
         mine = fw.drain(self.bc, self.logdir, "bench", jobs, 1, jobs)
         theirs = self.pgq.drain(jobs, 1)
-        r.note(f"flowworker drain {jobs}", mine.problems)
-        r.note(f"PgQueuer drain {jobs}", theirs.problems)
-        r.add(f"fw.drain.{jobs}", "tasks/s", mine.rate)
-        r.add(f"pgq.drain.{jobs}", "jobs/s", theirs.rate)
-        if jobs == self.p.drain_sizes[0]:
-            r.add("fw.enqueue.batch", "runs/s", jobs / mine.enqueue_seconds)
-            r.add("pgq.enqueue.batch", "jobs/s", jobs / theirs.enqueue_seconds)
-        if jobs == self.p.drain_sizes[-1]:
-            r.add("fw.rss.drain", "MiB", mine.peak_rss_kib / KIB_PER_MIB)
-            r.add("pgq.rss.drain", "MiB", theirs.peak_rss_kib / KIB_PER_MIB)
+        if self.keep(f"flowworker drain {jobs}", mine):
+            self.results.add(f"fw.drain.{jobs}", "tasks/s", mine.rate)
+            if jobs == self.p.drain_sizes[0]:
+                self.results.add("fw.enqueue.batch", "runs/s", jobs / mine.enqueue_seconds)
+            if jobs == self.p.drain_sizes[-1]:
+                self.results.add("fw.rss.drain", "MiB", mine.peak_rss_kib / KIB_PER_MIB)
+        if self.keep(f"PgQueuer drain {jobs}", theirs):
+            self.results.add(f"pgq.drain.{jobs}", "jobs/s", theirs.rate)
+            if jobs == self.p.drain_sizes[0]:
+                self.results.add("pgq.enqueue.batch", "jobs/s", jobs / theirs.enqueue_seconds)
+            if jobs == self.p.drain_sizes[-1]:
+                self.results.add("pgq.rss.drain", "MiB", theirs.peak_rss_kib / KIB_PER_MIB)
+
+    def keep(self, where: str, result: fw.DrainResult) -> bool:
+        """Record the problems; figures of a failed measurement are left out."""
+        self.results.note(where, result.problems)
+        if not result.ok:
+            self.results.note(where, ["this repetition failed; its figures are left out"])
+        return result.ok
 
     def two_processes(self) -> None:
-        r, jobs = self.results, self.p.two_proc_jobs
+        jobs = self.p.two_proc_jobs
         mine = fw.drain(self.bc, self.logdir, "bench", jobs, 2, jobs)
         theirs = self.pgq.drain(jobs, 2)
-        r.note("flowworker 2 processes", mine.problems)
-        r.note("PgQueuer 2 processes", theirs.problems)
-        r.add("fw.drain2", "tasks/s", mine.rate)
-        r.add("pgq.drain2", "jobs/s", theirs.rate)
+        if self.keep("flowworker 2 processes", mine):
+            self.results.add("fw.drain2", "tasks/s", mine.rate)
+        if self.keep("PgQueuer 2 processes", theirs):
+            self.results.add("pgq.drain2", "jobs/s", theirs.rate)
 
     def dag(self) -> None:
         result = fw.dag_runs(self.bc, self.logdir, self.p.dag_runs)
-        self.results.note("flowworker DAG", result.problems)
-        self.results.add("fw.dag", "steps/s", result.rate)
+        if self.keep("flowworker DAG", result):
+            self.results.add("fw.dag", "steps/s", result.rate)
 
     def latency(self) -> None:
         r = self.results
@@ -140,12 +148,19 @@ class Suite:
                                                        self.p.latency_interval)
         r.note("flowworker latency", mine.problems)
         r.note("PgQueuer latency", problems)
-        for pct in (50, 95, 99):
-            r.add(f"fw.start.p{pct}", "ms", 1000 * percentile(mine.start_latency, pct))
-            r.add(f"fw.hop.p{pct}", "ms", 1000 * percentile(mine.hop_latency, pct))
-            r.add(f"pgq.start.p{pct}", "ms", 1000 * percentile(samples, pct))
-        r.add("fw.rss.idle", "MiB", mine.idle_rss_kib / KIB_PER_MIB)
-        r.add("pgq.rss.idle", "MiB", idle_rss / KIB_PER_MIB)
+        if mine.ok:
+            for pct in (50, 95, 99):
+                r.add(f"fw.start.p{pct}", "ms", 1000 * percentile(mine.start_latency, pct))
+                r.add(f"fw.hop.p{pct}", "ms", 1000 * percentile(mine.hop_latency, pct))
+            r.add("fw.rss.idle", "MiB", mine.idle_rss_kib / KIB_PER_MIB)
+        else:
+            r.note("flowworker latency", ["this repetition failed; its figures are left out"])
+        if len(samples) == self.p.latency_runs and idle_rss:
+            for pct in (50, 95, 99):
+                r.add(f"pgq.start.p{pct}", "ms", 1000 * percentile(samples, pct))
+            r.add("pgq.rss.idle", "MiB", idle_rss / KIB_PER_MIB)
+        else:
+            r.note("PgQueuer latency", ["this repetition failed; its figures are left out"])
 
     def single_enqueue(self) -> None:
         name, url = self.bc.fresh(fw.TEMPLATE)

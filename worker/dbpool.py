@@ -131,7 +131,7 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; any failure to get one is ConnectionLostError."""
         try:
-            conn = await self.pool.acquire()
+            conn = await self.pool.acquire(timeout=self.command_timeout)
         except Exception as exc:
             raise ConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
         try:

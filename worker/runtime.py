@@ -142,11 +142,10 @@ class Worker:
         if self.stopping:
             return
         self.stopping = True
-        # Past the drain timeout (and one command timeout to write what finished),
+        # Past the drain timeout (and a second to write what just finished),
         # outcomes the database cannot take are dropped: their claims expire
         # and are redelivered, and the worker still exits.
-        self.give_up_at = (time.monotonic() + self.settings.shutdown_timeout
-                           + self.settings.command_timeout)
+        self.give_up_at = time.monotonic() + self.settings.shutdown_timeout + 1.0
         logs.event("worker.draining", reason=reason, in_flight=len(self.in_flight),
                    shutdown_timeout=self.settings.shutdown_timeout)
         self._stop_claiming.cancel()

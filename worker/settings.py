@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         try:
             conninfo_to_dict(value)
         except psycopg.ProgrammingError as exc:
-            raise ValueError(f"not a PostgreSQL URL or key=value string: {exc}") from None
+            raise ValueError(f"invalid database URL: {exc}") from None
         return value
 
     @field_validator("log_level")
