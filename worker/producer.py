@@ -17,6 +17,7 @@ from flowworker.settings import Settings
 from flowworker.tasks import ClaimedTask, Slots
 
 NOTIFY_DEBOUNCE = 0.002  # seconds: a NOTIFY flood causes at most one claim per window
+CLAIM_COALESCE = 0.005  # seconds a busy worker waits for more free slots to claim together
 
 
 class Producer:
@@ -48,6 +49,11 @@ class Producer:
         more = True
         while True:
             await self.slots.wait_free()
+            # One free slot at a time would cost a round trip per task: wait a
+            # moment for half a batch of slots (never for the whole batch).
+            with anyio.move_on_after(CLAIM_COALESCE):
+                await self.slots.wait_free(max(1, min(self.settings.batch_size,
+                                                      self.slots.total) // 2))
             if not more:
                 await self._wait_for_signal()
             more = await self._claim_round()

@@ -76,9 +76,9 @@ class Slots:
             self.used -= count
             self._changed.notify_all()
 
-    async def wait_free(self) -> None:
+    async def wait_free(self, at_least: int = 1) -> None:
         async with self._changed:
-            while self.free <= 0:
+            while self.free < at_least:
                 await self._changed.wait()
 
     async def wait_empty(self) -> None:

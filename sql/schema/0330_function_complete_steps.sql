@@ -11,10 +11,13 @@ AS $$
 DECLARE
     v_going_on pg_catalog.uuid[];
 BEGIN
-    UPDATE flowworker.step_states ss
-    SET status = 'completed', output = f.output, completed_at = now(), remaining_tasks = 0
-    FROM unnest(p_run_ids, p_step_slugs, p_outputs) AS f(run_id, step_slug, output)
-    WHERE ss.run_id = f.run_id AND ss.step_slug = f.step_slug;
+    -- p_outputs NULL: the caller has marked the steps completed already.
+    IF p_outputs IS NOT NULL THEN
+        UPDATE flowworker.step_states ss
+        SET status = 'completed', output = f.output, completed_at = now(), remaining_tasks = 0
+        FROM unnest(p_run_ids, p_step_slugs, p_outputs) AS f(run_id, step_slug, output)
+        WHERE ss.run_id = f.run_id AND ss.step_slug = f.step_slug;
+    END IF;
 
     UPDATE flowworker.step_states ss
     SET remaining_deps = ss.remaining_deps - x.n
