@@ -97,7 +97,10 @@ zombie = Flow("zombie", max_attempts=3, base_delay=0, timeout=20)
 @zombie.map(slug="parts")
 async def zombie_part(item: dict[str, Any], ctx: Context) -> dict[str, Any]:
     await arecord(ctx)
-    await await_gate(Path(item["gate"]))
+    # A later attempt may wait on a gate of its own, so that the test can hold
+    # the rescuer's claim open while the zombie's late outcomes arrive.
+    gate = item.get("rescue_gate") if ctx.attempt > 1 else None
+    await await_gate(Path(gate or item["gate"]))
     if item.get("fail") and ctx.attempt == 1:
         raise RuntimeError(f"late failure of attempt {ctx.attempt}")
     return {"pid": os.getpid(), "attempt": ctx.attempt, "index": ctx.task_index}

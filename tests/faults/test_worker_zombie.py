@@ -93,3 +93,40 @@ def test_f4_zombie_late_completions_and_failures_are_rejected(
         [(zombie.pid, 1)] * PARTS + [(rescuer.pid, 2)] * PARTS)
     assert zombie.alive()
     assert rescuer.alive()
+
+
+def test_f4_zombie_outcomes_are_rejected_while_the_rescuer_still_holds_the_claim(
+        db: Database, ledger: Ledger, spawn: Spawn, tmp_path: Path) -> None:
+    """The sharper race: the zombie wakes while the rescuer's claim (attempt 2)
+    is still running, so the task is `started` when the late outcomes land.
+    Only the claim token (attempt and holder) can refuse them."""
+    parts_gate, rescue_gate, keep_gate = (tmp_path / "parts", tmp_path / "rescue",
+                                          tmp_path / "keep")
+    zombie = spawn("zombie", name="zombie")
+    elements = [{"gate": str(parts_gate), "rescue_gate": str(rescue_gate),
+                 "hold": str(keep_gate), "fail": i % 2 == 1} for i in range(PARTS)]
+    run_id = db.start_run("zombie", elements)
+    wait_until(lambda: ledger.count(run_ids=[run_id]) == PARTS + 1, timeout=10,
+               message=lambda: "every part and `keep` running in the zombie\n" + zombie.tail())
+    zombie.freeze()
+    assert expire_claims(db, run_id) == PARTS + 1
+    rescuer = spawn("zombie", name="rescuer")
+    wait_until(lambda: ledger.count(run_ids=[run_id]) == 2 * (PARTS + 1), timeout=15,
+               message=lambda: "the rescuer to re-claim everything\n" + rescuer.tail())
+
+    parts_gate.touch()  # only attempt 1 waits on this gate: the zombie's handlers finish
+    zombie.thaw()
+    wait_until(lambda: len(rejected(zombie, run_id)) == PARTS, timeout=15, message=lambda: (
+        f"the zombie's {PARTS} late outcomes to be rejected; got {rejected(zombie, run_id)}\n"
+        + zombie.tail()))
+    for task in db.tasks([run_id], step="parts"):
+        assert (task.status, task.attempts_count) == ("started", 2), task
+        assert "late failure" not in (task.error_message or ""), task
+
+    rescue_gate.touch()
+    keep_gate.touch()
+    assert db.wait_runs([run_id], timeout=20, workers=[rescuer, zombie]) == {"completed": 1}
+    output = db.run_outputs([run_id])[run_id]["join"]
+    assert output["parts"] == [{"pid": rescuer.pid, "attempt": 2, "index": i}
+                               for i in range(PARTS)]
+    assert len(ledger.rows(run_ids=[run_id], step="join")) == 1
