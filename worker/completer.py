@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import asyncpg
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from flowworker import logs, metrics
 from flowworker.dbpool import Database, GaveUpError
-from flowworker.tasks import ClaimedTask, Outcome
+from flowworker.tasks import ClaimedTask, Outcome, OutcomeQueue
 
 MAX_BATCH = 200
 
@@ -21,7 +21,7 @@ _FAILED_OUTCOME = {"retry": "retry", "failed": "exhausted", "stale": "stale"}
 class Completer:
     """Drains the outcome stream into ack_tasks / release_tasks calls."""
 
-    def __init__(self, db: Database, outcomes: MemoryObjectReceiveStream[Outcome],
+    def __init__(self, db: Database, outcomes: OutcomeQueue,
                  on_written: Callable[[Outcome, str], None],
                  give_up: Callable[[], bool] = lambda: False) -> None:
         self.db = db
@@ -30,23 +30,16 @@ class Completer:
         self.on_written = on_written
 
     async def run(self) -> None:
-        """Until the stream closes: take what is waiting (up to MAX_BATCH) and write it."""
-        async with self.outcomes:
-            async for first in self.outcomes:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self.outcomes.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                # Once handed over, an outcome is written even if we are being cancelled.
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self.write(batch)
-                    except GaveUpError:
-                        # Unwritten claims expire and are redelivered elsewhere.
-                        for outcome in batch:
-                            logs.event("task.unwritten", **outcome.task.fields())
+        """Until the queue closes: take what is waiting (up to MAX_BATCH) and write it."""
+        while batch := await self.outcomes.take(MAX_BATCH):
+            # Once handed over, an outcome is written even if we are being cancelled.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.write(batch)
+                except GaveUpError:
+                    # Unwritten claims expire and are redelivered elsewhere.
+                    for outcome in batch:
+                        logs.event("task.unwritten", **outcome.task.fields())
 
     async def write(self, batch: list[Outcome]) -> None:
         releases = [o for o in batch if o.kind == "release"]
@@ -109,19 +102,22 @@ class Completer:
 
     def _report(self, outcome: Outcome, result: str) -> None:
         task = outcome.task
-        fields = {**task.fields(), "duration_ms": round(outcome.duration * 1000, 3)}
         if result == "completed":
-            metrics.TASKS_COMPLETED.labels(task.flow.slug, task.step_slug).inc()
+            metrics.for_step(task.flow.slug, task.step_slug).completed.inc()
             # Per-task success events cost as much as the task; DEBUG shows them.
-            logs.event("task.completed", logging.DEBUG, **fields)
+            if logs.enabled(logging.DEBUG):
+                logs.event("task.completed", logging.DEBUG, **self._fields(outcome))
         elif result == "stale":
             metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, "stale").inc()
-            logs.event("task.stale", **fields)
+            logs.event("task.stale", **self._fields(outcome))
         else:
             label = "timeout" if outcome.kind == "timeout" else _FAILED_OUTCOME[result]
             metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, label).inc()
             error_type = (outcome.error or "").split(":", 1)[0]
             logs.event("task.failed", outcome=label, result=result, error_type=error_type,
-                       **fields)
+                       **self._fields(outcome))
         self.on_written(outcome, result)
 
+    @staticmethod
+    def _fields(outcome: Outcome) -> dict[str, Any]:
+        return {**outcome.task.fields(), "duration_ms": round(outcome.duration * 1000, 3)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -57,8 +58,8 @@ async def execute(task: ClaimedTask, limits: Limits) -> Outcome:
     """Run the task's handler and say what happened.
 
     A timeout cancels an async handler; a sync one is abandoned in its thread
-    and its late result ignored. A cancel for shutdown or a finished run is
-    reported as `release` or `discard`, not as a failure.
+    and its late result ignored. A cancel for shutdown or a finished run
+    (ClaimedTask.cancel) is reported as `release` or `discard`, not as a failure.
     """
     step = task.flow.steps.get(task.step_slug)
     problem = _undecodable(task)
@@ -67,9 +68,19 @@ async def execute(task: ClaimedTask, limits: Limits) -> Outcome:
     if step is None or problem:
         return Outcome(task, "error", error=problem)
     began = time.monotonic()
-    result, error, timed_out = await _run_handler(task, step, limits)
+    try:
+        result, error, timed_out = await _run_handler(task, step, limits)
+    except asyncio.CancelledError:
+        if task.cancel_reason is None:
+            raise  # not ours: the worker itself is being torn down
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        result, error, timed_out = None, None, False
     duration = time.monotonic() - began
-    metrics.TASK_DURATION.labels(task.flow.slug, task.step_slug).observe(duration)
+    step_metrics = metrics.for_step(task.flow.slug, task.step_slug)
+    if task.started:
+        step_metrics.duration.observe(duration)
     if task.cancel_reason is not None:
         return Outcome(task, task.cancel_reason, duration=duration)
     if timed_out:
@@ -90,31 +101,35 @@ async def _run_handler(task: ClaimedTask, step: Step,
     A plain `def` handler first waits for a thread; until it has one it has
     not started, so a shutdown hands it back instead of waiting for it.
     """
-    with task.cancel_scope:
-        if step.is_async:
-            return await _call(task, step, limits.runner)
-        async with limits.threads:
-            return await _call(task, step, limits.runner)
-    return None, None, False  # cancelled before it started
+    if step.is_async:
+        return await _call(task, step, limits.runner)
+    async with limits.threads:
+        return await _call(task, step, limits.runner)
 
 
 async def _call(task: ClaimedTask, step: Step,
                 runner: anyio.CapacityLimiter) -> tuple[object, str | None, bool]:
+    if task.cancel_reason is not None:
+        return None, None, False  # cancelled while it waited for a thread
     task.started = True
-    metrics.TASKS_STARTED.labels(task.flow.slug, task.step_slug).inc()
-    logs.event("task.started", logging.DEBUG, **task.fields())
+    metrics.for_step(task.flow.slug, task.step_slug).started.inc()
+    if logs.enabled(logging.DEBUG):
+        logs.event("task.started", logging.DEBUG, **task.fields())
     ctx = _context(task)
     result: object = None
     error: str | None = None
-    with anyio.move_on_after(task.timeout) as deadline:
-        try:
-            if step.is_async:
-                result = await step.handler(task.input, ctx)
-            else:
-                # A timed-out thread is abandoned and its late result ignored.
-                call = functools.partial(step.handler, task.input, ctx)
-                result = await anyio.to_thread.run_sync(call, limiter=runner,
-                                                        abandon_on_cancel=True)
-        except Exception as exc:  # a handler's error fails its attempt
-            error = f"{type(exc).__name__}: {exc}"
-    return result, error, deadline.cancelled_caught
+    try:
+        async with asyncio.timeout(task.timeout):
+            try:
+                if step.is_async:
+                    result = await step.handler(task.input, ctx)
+                else:
+                    # A timed-out thread is abandoned and its late result ignored.
+                    call = functools.partial(step.handler, task.input, ctx)
+                    result = await anyio.to_thread.run_sync(call, limiter=runner,
+                                                            abandon_on_cancel=True)
+            except Exception as exc:  # a handler's error fails its attempt
+                error = f"{type(exc).__name__}: {exc}"
+    except TimeoutError:
+        return None, None, True
+    return result, error, False

@@ -61,6 +61,12 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
     library.propagate = False
 
 
+def enabled(level: int) -> bool:
+    """Whether an event at this level would be written (check before building
+    the fields of a per-task event)."""
+    return LOGGER.isEnabledFor(level)
+
+
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one event, e.g. event("task.failed", flow="orders", ...).
 

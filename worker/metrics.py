@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import NamedTuple
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -35,3 +38,23 @@ DB_RECONNECTS = Counter("flowworker_db_reconnects", "Database operations retried
                         "lost connection.", registry=REGISTRY)
 LOOP_LAG = Histogram("flowworker_event_loop_lag_seconds", "Event loop lateness.",
                      buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5), registry=REGISTRY)
+
+
+class StepMetrics(NamedTuple):
+    """The labelled children of one step, looked up once: a labels() call
+    costs as much as the rest of a no-op task's bookkeeping."""
+
+    started: Counter
+    completed: Counter
+    duration: Histogram
+
+
+@cache
+def for_step(flow: str, step: str) -> StepMetrics:
+    return StepMetrics(TASKS_STARTED.labels(flow, step), TASKS_COMPLETED.labels(flow, step),
+                       TASK_DURATION.labels(flow, step))
+
+
+@cache
+def in_flight(flow: str) -> Gauge:
+    return IN_FLIGHT.labels(flow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -74,7 +75,9 @@ class Producer:
         if suspects:
             # start_tasks hands out a task whose worker was lost twice alone;
             # run it alone too, so that if it is a poison it takes nothing along.
-            await suspects[0].finished.wait()
+            finished = suspects[0].finished
+            assert finished is not None
+            await finished.wait()
             return True
         return len(claimed) == wanted
 
@@ -98,17 +101,17 @@ class Producer:
                     raise
                 logs.event("db.reconnecting", what="start_tasks", error=type(exc).__name__)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self.slots.give(wanted)
+                self.slots.give(wanted)
             await anyio.sleep(backoff(attempt))
             attempt += 1
 
     def _task(self, row: Mapping[str, Any]) -> ClaimedTask:
-        return ClaimedTask(flow=self.flow, worker_id=self.worker_id, msg_id=row["msg_id"],
-                           run_id=row["run_id"], step_slug=row["step_slug"],
-                           task_index=row["task_index"], attempt=row["attempt"],
-                           input=row["input"], flow_input=row["flow_input"],
-                           timeout=row["timeout"], isolated=row["isolated"])
+        task = ClaimedTask(self.flow, self.worker_id, row["msg_id"], row["run_id"],
+                           row["step_slug"], row["task_index"], row["attempt"], row["input"],
+                           row["flow_input"], row["timeout"], row["isolated"])
+        if task.isolated:
+            task.finished = asyncio.Event()  # _claim_round waits for it
+        return task
 
     async def _wait_for_signal(self) -> None:
         """Sleep until a NOTIFY or the poll timer. A NOTIFY claims at once,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
@@ -14,7 +15,6 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import asyncpg
-from anyio.streams.memory import MemoryObjectSendStream
 
 from flowworker import executor, health, logs, metrics, supervisor
 from flowworker.completer import Completer
@@ -32,7 +32,7 @@ from flowworker.registry import load_flows, select_flows
 from flowworker.schema import schema_version
 from flowworker.settings import Settings
 from flowworker.shape import shape_difference
-from flowworker.tasks import ClaimedTask, Outcome, Slots
+from flowworker.tasks import ClaimedTask, Outcome, OutcomeQueue, Slots
 
 POOL_SIZE = 3  # claims, acknowledgements, bookkeeping; the listener has its own
 
@@ -52,8 +52,11 @@ class Worker:
         self.stopping = False
         self.give_up_at = float("inf")  # monotonic time after which unwritten outcomes are dropped
         self._registered: list[uuid.UUID] = []
-        self._handlers: anyio.abc.TaskGroup | None = None
-        self._outcomes: MemoryObjectSendStream[Outcome] | None = None
+        # Handlers run as plain asyncio tasks (one anyio task each would cost
+        # more than a no-op handler); _serve waits for all of them before leaving.
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._handler_crash: BaseException | None = None
+        self._outcomes = OutcomeQueue(settings.concurrency * 2)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -79,26 +82,26 @@ class Worker:
         logs.event("worker.stopped", pid=os.getpid())
 
     async def _serve(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Outcome](self.settings.concurrency * 2)
-        self._outcomes = send
-        completer = Completer(self.db, receive, self._on_written, self._give_up)
+        completer = Completer(self.db, self._outcomes, self._on_written, self._give_up)
         self.producers = [Producer(flow, self.worker_ids[flow.slug], self.db, self.settings,
                                    self.slots, self._dispatch, self.notify_works)
                           for flow in self.flows]
         by_slug = {p.flow.slug: p for p in self.producers}
+        self._crashed = anyio.Event()
         async with anyio.create_task_group() as services:
             completer_done = anyio.Event()
             services.start_soon(self._run_then_set, completer.run, completer_done)
+            services.start_soon(self._watch_handlers)
             await self._start_services(services, by_slug)
-            async with anyio.create_task_group() as handlers:
-                self._handlers = handlers
-                with self._stop_claiming:
-                    async with anyio.create_task_group() as claiming:
-                        for producer in self.producers:
-                            claiming.start_soon(producer.run)
-                        claiming.start_soon(self._announce_ready)
-                await self._drain_handlers()
-            await send.aclose()
+            with self._stop_claiming:
+                async with anyio.create_task_group() as claiming:
+                    for producer in self.producers:
+                        claiming.start_soon(producer.run)
+                    claiming.start_soon(self._announce_ready)
+            await self._drain_handlers()
+            while self._handlers:
+                await asyncio.wait(set(self._handlers))
+            self._outcomes.close()
             await completer_done.wait()
             services.cancel_scope.cancel()
 
@@ -169,26 +172,43 @@ class Worker:
     # -- tasks ---------------------------------------------------------------
 
     def _dispatch(self, task: ClaimedTask) -> None:
-        assert self._handlers is not None
         self.slots.take(1)
         self.in_flight.add(task)
-        metrics.IN_FLIGHT.labels(task.flow.slug).inc()
-        self._handlers.start_soon(self._run_task, task)
+        metrics.in_flight(task.flow.slug).inc()
+        handle = asyncio.get_running_loop().create_task(self._run_task(task))
+        self._handlers.add(handle)
+        handle.add_done_callback(self._handler_done)
+
+    def _handler_done(self, handle: asyncio.Task[None]) -> None:
+        self._handlers.discard(handle)
+        if not handle.cancelled() and handle.exception() is not None and not self._crashed.is_set():
+            self._handler_crash = handle.exception()
+            self._crashed.set()
+
+    async def _watch_handlers(self) -> None:
+        """A handler task that died of a bug in flowworker stops the worker loudly."""
+        await self._crashed.wait()
+        assert self._handler_crash is not None
+        raise self._handler_crash
 
     async def _run_task(self, task: ClaimedTask) -> None:
+        # Cancellable only from here on: a task cancelled before its coroutine
+        # started would never run this and never hand its claim back.
+        task.handle = asyncio.current_task()
         try:
-            if self.stopping:
-                outcome = Outcome(task, "release")
+            if self.stopping or task.cancel_reason is not None:
+                outcome = Outcome(task, task.cancel_reason or "release")
             else:
                 outcome = await executor.execute(task, self.limits)
         finally:
+            # From here on a cancel (a finished run, shutdown) must not lose the outcome.
+            task.handle = None
             self.in_flight.discard(task)
-            metrics.IN_FLIGHT.labels(task.flow.slug).dec()
-            task.finished.set()
-        assert self._outcomes is not None
-        with anyio.CancelScope(shield=True):
-            await self._outcomes.send(outcome)
-            await self.slots.give()
+            metrics.in_flight(task.flow.slug).dec()
+            if task.finished is not None:
+                task.finished.set()
+        await self._outcomes.put(outcome)
+        self.slots.give()
 
     def _on_written(self, outcome: Outcome, result: str) -> None:
         if result == "failed":

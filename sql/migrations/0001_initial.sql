@@ -470,9 +470,11 @@ SET search_path = ''
 AS $$
     SELECT least(base_delay::numeric * power(2::numeric, least(greatest(attempt, 1) - 1, 40)), 3600)::int;
 $$;
--- Create a step's tasks and one message per task, in one statement.
+-- Create steps' tasks and one message per task, for many steps of one flow
+-- in one statement: p_counts[i] tasks of step p_step_slugs[i] in run
+-- p_run_ids[i], visible after p_delays[i] seconds.
 CREATE FUNCTION flowworker._queue_tasks(
-    p_flow_slug text, p_run_id uuid, p_step_slug text, p_count int, p_delay int
+    p_flow_slug text, p_run_ids uuid[], p_step_slugs text[], p_counts int[], p_delays int[]
 )
 RETURNS void
 LANGUAGE plpgsql
@@ -484,16 +486,20 @@ BEGIN
     EXECUTE format(
         'WITH t AS (
             INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
-            SELECT $1, $2, i, $3, nextval(%L::pg_catalog.regclass) FROM generate_series(0, $4 - 1) AS i
+            SELECT x.run_id, x.step_slug, i, $1, nextval(%L::pg_catalog.regclass)
+            FROM unnest($2, $3, $4) WITH ORDINALITY AS x(run_id, step_slug, n, ord),
+                 generate_series(0, x.n - 1) AS i
+            ORDER BY x.ord, i
             RETURNING run_id, step_slug, task_index, message_id
         )
         INSERT INTO flowworker.%I (msg_id, vt, message)
-        SELECT t.message_id, now() + make_interval(secs => $5),
+        SELECT t.message_id, now() + make_interval(secs => x.delay),
                jsonb_build_object(''run_id'', t.run_id, ''step_slug'', t.step_slug,
                                   ''task_index'', t.task_index)
-        FROM t', format('flowworker.%I', q || '$seq'), q)
-        USING p_run_id, p_step_slug, p_flow_slug, p_count, p_delay;
-    IF p_delay <= 0 THEN
+        FROM t JOIN unnest($2, $3, $5) AS x(run_id, step_slug, delay)
+          ON x.run_id = t.run_id AND x.step_slug = t.step_slug', format('flowworker.%I', q || '$seq'), q)
+        USING p_flow_slug, p_run_ids, p_step_slugs, p_counts, p_delays;
+    IF EXISTS (SELECT 1 FROM unnest(p_delays) AS d WHERE d <= 0) THEN
         PERFORM flowworker.queue_notify(p_flow_slug);
     END IF;
 END;
@@ -550,7 +556,9 @@ $$;
 -- every step a batch of acknowledgements finished. The caller holds the
 -- run locks. Returns the runs that go on (the caller starts what became
 -- ready in them).
-CREATE FUNCTION flowworker._complete_steps(p_run_ids uuid[], p_step_slugs text[], p_outputs jsonb[])
+CREATE FUNCTION flowworker._complete_steps(
+    p_run_ids uuid[], p_step_slugs text[], p_flow_slugs text[], p_outputs jsonb[]
+)
 RETURNS uuid[]
 LANGUAGE plpgsql
 SET search_path = ''
@@ -570,9 +578,8 @@ BEGIN
     SET remaining_deps = ss.remaining_deps - x.n
     FROM (
         SELECT f.run_id, d.step_slug, count(*)::int AS n
-        FROM unnest(p_run_ids, p_step_slugs) AS f(run_id, step_slug)
-        JOIN flowworker.runs r ON r.run_id = f.run_id
-        JOIN flowworker.deps d ON d.flow_slug = r.flow_slug AND d.dep_slug = f.step_slug
+        FROM unnest(p_run_ids, p_step_slugs, p_flow_slugs) AS f(run_id, step_slug, flow_slug)
+        JOIN flowworker.deps d ON d.flow_slug = f.flow_slug AND d.dep_slug = f.step_slug
         GROUP BY f.run_id, d.step_slug
     ) AS x
     WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug;
@@ -598,64 +605,106 @@ BEGIN
     RETURN coalesce(v_going_on, '{}'::pg_catalog.uuid[]);
 END;
 $$;
--- Start every step of a run whose deps are all complete: queue its tasks, or
--- complete it at once when it maps over an empty array (which may make more
--- steps ready, hence the loop). The caller holds the run lock.
-CREATE FUNCTION flowworker._start_ready_steps(p_run_id uuid)
+-- The array a map step maps over in a run: its dep's output, or the flow
+-- input for a root map step.
+CREATE FUNCTION flowworker._map_source(p_run flowworker.runs, p_step flowworker.steps)
+RETURNS jsonb
+LANGUAGE sql
+STABLE
+SET search_path = ''
+AS $$
+    SELECT CASE WHEN p_step.deps_count = 0 THEN p_run.input ELSE (
+        SELECT ss.output FROM flowworker.deps d
+        JOIN flowworker.step_states ss ON ss.run_id = p_run.run_id AND ss.step_slug = d.dep_slug
+        WHERE d.flow_slug = p_step.flow_slug AND d.step_slug = p_step.step_slug) END
+$$;
+-- Start every step of these runs whose deps are all complete: queue its
+-- tasks, or complete it at once when it maps over an empty array (which
+-- may make more steps ready, hence the loop). A map step whose source is
+-- not an array fails its run. Set-based: a batch of acknowledgements
+-- starts the next steps of all its runs in a few statements. The caller
+-- holds the run locks.
+CREATE FUNCTION flowworker._start_ready_steps(p_run_ids uuid[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 DECLARE
-    v_run flowworker.runs;
-    v_step pg_catalog.record;
-    v_source pg_catalog.jsonb;
-    v_count int;
-    v_progress boolean := true;
+    v_runs pg_catalog.uuid[] := p_run_ids;
+    v_bad pg_catalog.record;
+    v_started pg_catalog.record;
+    v_flow pg_catalog.text;
 BEGIN
-    SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = p_run_id;
-    WHILE v_progress AND v_run.status = 'started' LOOP
-        v_progress := false;
-        FOR v_step IN
-            SELECT ss.step_slug, s.step_type, coalesce(s.start_delay, 0) AS start_delay,
-                   (SELECT d.dep_slug FROM flowworker.deps d
-                    WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug
-                      AND s.step_type = 'map') AS map_source
+    WHILE cardinality(v_runs) > 0 LOOP
+        -- Map steps whose source is not an array fail their run (the first
+        -- such step of a run, in step order).
+        FOR v_bad IN
+            SELECT DISTINCT ON (ss.run_id) ss.run_id, ss.step_slug,
+                   format('map step %s expects an array from %s, got %s', ss.step_slug,
+                          coalesce((SELECT d.dep_slug FROM flowworker.deps d
+                                    WHERE d.flow_slug = s.flow_slug
+                                      AND d.step_slug = s.step_slug), 'the flow input'),
+                          coalesce(jsonb_typeof(flowworker._map_source(r, s)), 'null')) AS error
             FROM flowworker.step_states ss
+            JOIN flowworker.runs r ON r.run_id = ss.run_id
             JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            WHERE ss.run_id = p_run_id AND ss.status = 'created' AND ss.remaining_deps = 0
-            ORDER BY s.step_index
+            WHERE ss.run_id = ANY (v_runs) AND ss.status = 'created' AND ss.remaining_deps = 0
+              AND r.status = 'started' AND s.step_type = 'map'
+              AND jsonb_typeof(flowworker._map_source(r, s)) IS DISTINCT FROM 'array'
+            ORDER BY ss.run_id, s.step_index
         LOOP
-            v_count := 1;
-            IF v_step.step_type = 'map' THEN
-                v_source := v_run.input;
-                IF v_step.map_source IS NOT NULL THEN
-                    SELECT ss.output INTO v_source FROM flowworker.step_states ss
-                    WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.map_source;
-                END IF;
-                IF jsonb_typeof(v_source) IS DISTINCT FROM 'array' THEN
-                    PERFORM flowworker._fail_run(p_run_id, v_step.step_slug, format(
-                        'map step %s expects an array from %s, got %s', v_step.step_slug,
-                        coalesce(v_step.map_source, 'the flow input'),
-                        coalesce(jsonb_typeof(v_source), 'null')));
-                    RETURN;
-                END IF;
-                v_count := jsonb_array_length(v_source);
-            END IF;
-            UPDATE flowworker.step_states ss
-            SET status = 'started', started_at = now(), initial_tasks = v_count,
-                remaining_tasks = v_count
-            WHERE ss.run_id = p_run_id AND ss.step_slug = v_step.step_slug;
-            IF v_count = 0 THEN
-                PERFORM flowworker._complete_steps(ARRAY[p_run_id], ARRAY[v_step.step_slug],
-                                                   ARRAY['[]'::pg_catalog.jsonb]);
-                v_progress := true;
-            ELSE
-                PERFORM flowworker._queue_tasks(v_run.flow_slug, p_run_id, v_step.step_slug,
-                                                v_count, v_step.start_delay);
-            END IF;
+            PERFORM flowworker._fail_run(v_bad.run_id, v_bad.step_slug, v_bad.error);
         END LOOP;
-        SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = p_run_id;
+
+        WITH ready AS (
+            SELECT ss.run_id, ss.step_slug, ss.flow_slug, s.step_index,
+                   coalesce(s.start_delay, 0) AS delay,
+                   CASE WHEN s.step_type = 'map'
+                        THEN jsonb_array_length(flowworker._map_source(r, s))
+                        ELSE 1 END AS n
+            FROM flowworker.step_states ss
+            JOIN flowworker.runs r ON r.run_id = ss.run_id
+            JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+            WHERE ss.run_id = ANY (v_runs) AND ss.status = 'created' AND ss.remaining_deps = 0
+              AND r.status = 'started'
+        ), started AS (
+            UPDATE flowworker.step_states ss
+            SET status = 'started', started_at = now(), initial_tasks = ready.n,
+                remaining_tasks = ready.n
+            FROM ready
+            WHERE ss.run_id = ready.run_id AND ss.step_slug = ready.step_slug
+            RETURNING ready.*
+        )
+        SELECT array_agg(st.run_id ORDER BY st.run_id, st.step_index) AS runs,
+               array_agg(st.step_slug ORDER BY st.run_id, st.step_index) AS steps,
+               array_agg(st.flow_slug ORDER BY st.run_id, st.step_index) AS flows,
+               array_agg(st.n ORDER BY st.run_id, st.step_index) AS counts,
+               array_agg(st.delay ORDER BY st.run_id, st.step_index) AS delays
+        INTO v_started
+        FROM started st;
+        IF v_started.runs IS NULL THEN
+            RETURN;
+        END IF;
+
+        FOR v_flow IN SELECT DISTINCT f FROM unnest(v_started.flows) AS f LOOP
+            PERFORM flowworker._queue_tasks(v_flow, array_agg(x.run_id), array_agg(x.step_slug),
+                                            array_agg(x.n), array_agg(x.delay))
+            FROM unnest(v_started.runs, v_started.steps, v_started.flows, v_started.counts,
+                        v_started.delays) AS x(run_id, step_slug, flow_slug, n, delay)
+            WHERE x.flow_slug = v_flow AND x.n > 0
+            HAVING count(*) > 0;
+        END LOOP;
+
+        -- Empty maps are complete at once, which may make more steps ready.
+        SELECT coalesce(flowworker._complete_steps(array_agg(x.run_id), array_agg(x.step_slug),
+                                                   array_agg(x.flow_slug),
+                                                   array_agg('[]'::pg_catalog.jsonb)), '{}')
+        INTO v_runs
+        FROM unnest(v_started.runs, v_started.steps, v_started.flows, v_started.counts)
+                 AS x(run_id, step_slug, flow_slug, n)
+        WHERE x.n = 0
+        HAVING count(*) > 0;
+        v_runs := coalesce(v_runs, '{}');
     END LOOP;
 END;
 $$;
@@ -717,7 +766,7 @@ BEGIN
         UPDATE flowworker.runs r SET status = 'completed', completed_at = now(), output = '{}'
         WHERE r.run_id = v_run.run_id;
     ELSE
-        PERFORM flowworker._start_ready_steps(v_run.run_id);
+        PERFORM flowworker._start_ready_steps(ARRAY[v_run.run_id]);
     END IF;
     SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = v_run.run_id;
     RETURN v_run;
@@ -757,7 +806,11 @@ CREATE TYPE flowworker.task_claim AS (
     status text,
     attempts_count int,
     max_attempts int,
-    timeout int
+    timeout int,
+    -- Where the locked task and message rows are: they cannot move while
+    -- locked, so the claim updates them without an index lookup.
+    task_tid tid,
+    msg_tid tid
 );
 -- A claim expired on the task's last attempt: its worker was lost every
 -- time. Fail the task and its run. start_tasks already holds the task lock,
@@ -828,64 +881,83 @@ DECLARE
     q pg_catalog.text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
     v_msg_ids bigint[];
     v_ptrs pg_catalog.jsonb[];
+    v_msg_tids pg_catalog.tid[];
     v_locked flowworker.task_claim[];
     v_orphans bigint[];
     v_exhausted flowworker.task_claim;
+    v_lost boolean := false;
 BEGIN
     EXECUTE format(
-        'SELECT array_agg(m.msg_id), array_agg(m.message)
-         FROM (SELECT msg_id, message FROM flowworker.%I
+        'SELECT array_agg(m.msg_id), array_agg(m.message), array_agg(m.ctid)
+         FROM (SELECT msg_id, message, ctid FROM flowworker.%I
                WHERE vt <= now() ORDER BY vt, msg_id LIMIT $1
                FOR UPDATE SKIP LOCKED) m', q)
-        INTO v_msg_ids, v_ptrs USING batch_size;
+        INTO v_msg_ids, v_ptrs, v_msg_tids USING batch_size;
     IF v_msg_ids IS NULL THEN
         RETURN;
     END IF;
 
-    -- Lock the tasks these messages point at; skip any being written right now.
+    -- Lock the unfinished tasks these messages point at; skip any being
+    -- written right now.
     SELECT array_agg(l) INTO v_locked
     FROM (
         SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
-               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout)
+               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout),
+               t.ctid, m.tid
         FROM flowworker.step_tasks t
-        JOIN unnest(v_msg_ids) AS m(msg_id) ON t.message_id = m.msg_id
+        JOIN unnest(v_msg_ids, v_ptrs, v_msg_tids) AS m(msg_id, ptr, tid)
+          ON t.message_id = m.msg_id
         JOIN flowworker.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
         JOIN flowworker.flows f ON f.flow_slug = t.flow_slug
         WHERE t.flow_slug = start_tasks.flow_slug AND t.status IN ('queued', 'started')
-        FOR UPDATE OF t SKIP LOCKED
-    ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout);
-
-    -- Messages with no unfinished task behind them are garbage or duplicates.
-    SELECT array_agg(m.msg_id) INTO v_orphans
-    FROM unnest(v_msg_ids, v_ptrs) AS m(msg_id, ptr)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM flowworker.step_tasks t
-        WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
-          AND t.status IN ('queued', 'started')
           AND jsonb_typeof(m.ptr) = 'object'
           AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
           AND t.step_slug = m.ptr ->> 'step_slug'
-          AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index');
-    IF v_orphans IS NOT NULL THEN
-        PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
+          AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index'
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout,
+           task_tid, msg_tid);
+
+    -- Messages with no unfinished task behind them are garbage or duplicates
+    -- (only a message whose task was not locked above can be one).
+    IF coalesce(cardinality(v_locked), 0) < cardinality(v_msg_ids) THEN
+        SELECT array_agg(m.msg_id) INTO v_orphans
+        FROM unnest(v_msg_ids, v_ptrs) AS m(msg_id, ptr)
+        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_locked) c WHERE c.msg_id = m.msg_id)
+          AND NOT EXISTS (
+            SELECT 1 FROM flowworker.step_tasks t
+            WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
+              AND t.status IN ('queued', 'started')
+              AND jsonb_typeof(m.ptr) = 'object'
+              AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
+              AND t.step_slug = m.ptr ->> 'step_slug'
+              AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index');
+        IF v_orphans IS NOT NULL THEN
+            PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
+        END IF;
+    END IF;
+    IF v_locked IS NULL THEN
+        RETURN;
     END IF;
 
     -- Claims that expired on their last attempt fail their task and run.
     FOR v_exhausted IN
         SELECT * FROM unnest(v_locked) c WHERE c.attempts_count >= c.max_attempts
-          AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
     LOOP
         PERFORM flowworker._fail_lost_task(v_exhausted);
+        v_lost := true;
     END LOOP;
 
-    -- A lost task above may have failed its run and cancelled tasks locked here.
-    SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
-    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
-      AND EXISTS (SELECT 1 FROM flowworker.step_tasks t
-                  WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
-                    AND t.task_index = c.task_index AND t.status = c.status);
-    IF v_locked IS NULL THEN
-        RETURN;
+    IF v_lost THEN
+        -- A lost task above may have failed its run and cancelled tasks locked here.
+        SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
+        WHERE c.attempts_count < c.max_attempts
+          AND EXISTS (SELECT 1 FROM flowworker.step_tasks t
+                      WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
+                        AND t.task_index = c.task_index AND t.status = c.status);
+        IF v_locked IS NULL THEN
+            RETURN;
+        END IF;
     END IF;
     -- A task whose worker was lost twice may be what kills workers (a poison
     -- task): claim it alone, and the worker runs it alone, so that if it kills
@@ -900,7 +972,7 @@ BEGIN
     EXECUTE format(
         'UPDATE flowworker.%I q
          SET vt = now() + make_interval(secs => c.timeout + $2), read_ct = q.read_ct + 1
-         FROM unnest($1) c WHERE q.msg_id = c.msg_id', q)
+         FROM unnest($1) c WHERE q.ctid = c.msg_tid', q)
         USING v_locked, grace_seconds;
 
     RETURN QUERY
@@ -913,7 +985,7 @@ BEGIN
                                       || t.attempts_count || ' was lost'
                                  ELSE t.error_message END
         FROM unnest(v_locked) c
-        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        WHERE t.ctid = c.task_tid
         RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
                   c.timeout, c.status = 'started' AND c.attempts_count >= 2 AS isolated
     )
@@ -1095,9 +1167,10 @@ DECLARE
     v_done_steps pg_catalog.text[];
     v_done_flows pg_catalog.text[];
     v_done_msgs bigint[];
+    v_done_outputs pg_catalog.jsonb[];
+    v_over pg_catalog.uuid[];
     v_flow pg_catalog.text;
     v_finished pg_catalog.record;
-    v_run pg_catalog.uuid;
     v_fail pg_catalog.record;
     v_fail_ords bigint[] := '{}';
     v_fail_results pg_catalog.text[] := '{}';
@@ -1109,8 +1182,11 @@ BEGIN
     FROM unnest(step_slugs, outputs) AS a(step_slug, output)
     WHERE pg_column_size(a.output) > v_limit;
 
-    PERFORM 1 FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
-    ORDER BY r.run_id FOR UPDATE;
+    -- Lock the runs in run_id order; note the few that are over already.
+    SELECT coalesce(array_agg(l.run_id) FILTER (WHERE l.status <> 'started'), '{}')
+    INTO v_over
+    FROM (SELECT r.run_id, r.status FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
+          ORDER BY r.run_id FOR UPDATE) AS l;
 
     -- Completions whose claim is current, in a run that is still going.
     WITH done AS (
@@ -1118,31 +1194,33 @@ BEGIN
         SET status = 'completed', output = a.output, completed_at = now()
         FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors, worker_ids)
                  WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error,
-                                      worker_id, ord),
-             flowworker.runs r
-        WHERE a.error IS NULL AND r.run_id = a.run_id AND r.status = 'started'
+                                      worker_id, ord)
+        WHERE a.error IS NULL AND NOT (a.run_id = ANY (v_over))
           AND t.run_id = a.run_id AND t.step_slug = a.step_slug AND t.task_index = a.task_index
           AND t.status = 'started' AND t.attempts_count = a.attempt
           AND (a.worker_id IS NULL OR t.worker_id = a.worker_id)
-        RETURNING a.ord, t.run_id, t.step_slug, t.flow_slug, t.message_id
+        RETURNING a.ord, t.run_id, t.step_slug, t.flow_slug, t.message_id, a.output
     )
     SELECT array_agg(d.ord), array_agg(d.run_id), array_agg(d.step_slug),
-           array_agg(d.flow_slug), array_agg(d.message_id)
-    INTO v_done_ord, v_done_runs, v_done_steps, v_done_flows, v_done_msgs
+           array_agg(d.flow_slug), array_agg(d.message_id), array_agg(d.output)
+    INTO v_done_ord, v_done_runs, v_done_steps, v_done_flows, v_done_msgs, v_done_outputs
     FROM done d;
 
     IF v_done_ord IS NOT NULL THEN
         FOR v_flow IN SELECT DISTINCT f FROM unnest(v_done_flows) AS f LOOP
-            PERFORM flowworker.queue_delete(v_flow, ARRAY(
-                SELECT m FROM unnest(v_done_flows, v_done_msgs) AS x(f, m) WHERE x.f = v_flow));
+            EXECUTE format('DELETE FROM flowworker.%I WHERE msg_id = ANY ($1)',
+                           'q_' || flowworker.check_slug(v_flow, 'flow slug'))
+                USING ARRAY(SELECT m FROM unnest(v_done_flows, v_done_msgs) AS x(f, m)
+                            WHERE x.f = v_flow);
         END LOOP;
 
         -- Count them off their steps; a step at zero is complete, marked in
         -- the same UPDATE (a second update of a row this transaction wrote
-        -- would run the foreign-key checks again).
+        -- would run the foreign-key checks again). A single step's output is
+        -- its one task's, which is in hand.
         WITH x AS (
-            SELECT d.run_id, d.step_slug, count(*)::int AS n
-            FROM unnest(v_done_runs, v_done_steps) AS d(run_id, step_slug)
+            SELECT d.run_id, d.step_slug, count(*)::int AS n, (array_agg(d.output))[1] AS output
+            FROM unnest(v_done_runs, v_done_steps, v_done_outputs) AS d(run_id, step_slug, output)
             GROUP BY d.run_id, d.step_slug
         ), counted AS (
             UPDATE flowworker.step_states ss
@@ -1155,24 +1233,21 @@ BEGIN
                                   SELECT jsonb_agg(t.output ORDER BY t.task_index)
                                   FROM flowworker.step_tasks t
                                   WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
-                              ELSE (SELECT t.output FROM flowworker.step_tasks t
-                                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-                                      AND t.task_index = 0) END
+                              ELSE x.output END
             FROM x, flowworker.steps s
             WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug
               AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            RETURNING ss.run_id, ss.step_slug, ss.remaining_tasks
+            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
         )
-        SELECT array_agg(c.run_id) AS runs, array_agg(c.step_slug) AS steps
+        SELECT array_agg(c.run_id) AS runs, array_agg(c.step_slug) AS steps,
+               array_agg(c.flow_slug) AS flows
         INTO v_finished
         FROM counted c
         WHERE c.remaining_tasks = 0;
 
         IF v_finished.runs IS NOT NULL THEN
-            FOREACH v_run IN ARRAY flowworker._complete_steps(
-                    v_finished.runs, v_finished.steps, NULL) LOOP
-                PERFORM flowworker._start_ready_steps(v_run);
-            END LOOP;
+            PERFORM flowworker._start_ready_steps(flowworker._complete_steps(
+                v_finished.runs, v_finished.steps, v_finished.flows, NULL));
         END IF;
     END IF;
 

@@ -3,7 +3,9 @@
 -- every step a batch of acknowledgements finished. The caller holds the
 -- run locks. Returns the runs that go on (the caller starts what became
 -- ready in them).
-CREATE FUNCTION flowworker._complete_steps(p_run_ids uuid[], p_step_slugs text[], p_outputs jsonb[])
+CREATE FUNCTION flowworker._complete_steps(
+    p_run_ids uuid[], p_step_slugs text[], p_flow_slugs text[], p_outputs jsonb[]
+)
 RETURNS uuid[]
 LANGUAGE plpgsql
 SET search_path = ''
@@ -23,9 +25,8 @@ BEGIN
     SET remaining_deps = ss.remaining_deps - x.n
     FROM (
         SELECT f.run_id, d.step_slug, count(*)::int AS n
-        FROM unnest(p_run_ids, p_step_slugs) AS f(run_id, step_slug)
-        JOIN flowworker.runs r ON r.run_id = f.run_id
-        JOIN flowworker.deps d ON d.flow_slug = r.flow_slug AND d.dep_slug = f.step_slug
+        FROM unnest(p_run_ids, p_step_slugs, p_flow_slugs) AS f(run_id, step_slug, flow_slug)
+        JOIN flowworker.deps d ON d.flow_slug = f.flow_slug AND d.dep_slug = f.step_slug
         GROUP BY f.run_id, d.step_slug
     ) AS x
     WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug;

@@ -56,7 +56,7 @@ BEGIN
         UPDATE flowworker.runs r SET status = 'completed', completed_at = now(), output = '{}'
         WHERE r.run_id = v_run.run_id;
     ELSE
-        PERFORM flowworker._start_ready_steps(v_run.run_id);
+        PERFORM flowworker._start_ready_steps(ARRAY[v_run.run_id]);
     END IF;
     SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = v_run.run_id;
     RETURN v_run;

@@ -7,5 +7,9 @@ CREATE TYPE flowworker.task_claim AS (
     status text,
     attempts_count int,
     max_attempts int,
-    timeout int
+    timeout int,
+    -- Where the locked task and message rows are: they cannot move while
+    -- locked, so the claim updates them without an index lookup.
+    task_tid tid,
+    msg_tid tid
 );

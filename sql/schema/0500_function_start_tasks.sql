@@ -26,64 +26,83 @@ DECLARE
     q pg_catalog.text := 'q_' || flowworker.check_slug(start_tasks.flow_slug, 'flow slug');
     v_msg_ids bigint[];
     v_ptrs pg_catalog.jsonb[];
+    v_msg_tids pg_catalog.tid[];
     v_locked flowworker.task_claim[];
     v_orphans bigint[];
     v_exhausted flowworker.task_claim;
+    v_lost boolean := false;
 BEGIN
     EXECUTE format(
-        'SELECT array_agg(m.msg_id), array_agg(m.message)
-         FROM (SELECT msg_id, message FROM flowworker.%I
+        'SELECT array_agg(m.msg_id), array_agg(m.message), array_agg(m.ctid)
+         FROM (SELECT msg_id, message, ctid FROM flowworker.%I
                WHERE vt <= now() ORDER BY vt, msg_id LIMIT $1
                FOR UPDATE SKIP LOCKED) m', q)
-        INTO v_msg_ids, v_ptrs USING batch_size;
+        INTO v_msg_ids, v_ptrs, v_msg_tids USING batch_size;
     IF v_msg_ids IS NULL THEN
         RETURN;
     END IF;
 
-    -- Lock the tasks these messages point at; skip any being written right now.
+    -- Lock the unfinished tasks these messages point at; skip any being
+    -- written right now.
     SELECT array_agg(l) INTO v_locked
     FROM (
         SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
-               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout)
+               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout),
+               t.ctid, m.tid
         FROM flowworker.step_tasks t
-        JOIN unnest(v_msg_ids) AS m(msg_id) ON t.message_id = m.msg_id
+        JOIN unnest(v_msg_ids, v_ptrs, v_msg_tids) AS m(msg_id, ptr, tid)
+          ON t.message_id = m.msg_id
         JOIN flowworker.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
         JOIN flowworker.flows f ON f.flow_slug = t.flow_slug
         WHERE t.flow_slug = start_tasks.flow_slug AND t.status IN ('queued', 'started')
-        FOR UPDATE OF t SKIP LOCKED
-    ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout);
-
-    -- Messages with no unfinished task behind them are garbage or duplicates.
-    SELECT array_agg(m.msg_id) INTO v_orphans
-    FROM unnest(v_msg_ids, v_ptrs) AS m(msg_id, ptr)
-    WHERE NOT EXISTS (
-        SELECT 1 FROM flowworker.step_tasks t
-        WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
-          AND t.status IN ('queued', 'started')
           AND jsonb_typeof(m.ptr) = 'object'
           AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
           AND t.step_slug = m.ptr ->> 'step_slug'
-          AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index');
-    IF v_orphans IS NOT NULL THEN
-        PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
+          AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index'
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout,
+           task_tid, msg_tid);
+
+    -- Messages with no unfinished task behind them are garbage or duplicates
+    -- (only a message whose task was not locked above can be one).
+    IF coalesce(cardinality(v_locked), 0) < cardinality(v_msg_ids) THEN
+        SELECT array_agg(m.msg_id) INTO v_orphans
+        FROM unnest(v_msg_ids, v_ptrs) AS m(msg_id, ptr)
+        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_locked) c WHERE c.msg_id = m.msg_id)
+          AND NOT EXISTS (
+            SELECT 1 FROM flowworker.step_tasks t
+            WHERE t.message_id = m.msg_id AND t.flow_slug = start_tasks.flow_slug
+              AND t.status IN ('queued', 'started')
+              AND jsonb_typeof(m.ptr) = 'object'
+              AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
+              AND t.step_slug = m.ptr ->> 'step_slug'
+              AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index');
+        IF v_orphans IS NOT NULL THEN
+            PERFORM flowworker.queue_archive(start_tasks.flow_slug, v_orphans);
+        END IF;
+    END IF;
+    IF v_locked IS NULL THEN
+        RETURN;
     END IF;
 
     -- Claims that expired on their last attempt fail their task and run.
     FOR v_exhausted IN
         SELECT * FROM unnest(v_locked) c WHERE c.attempts_count >= c.max_attempts
-          AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
     LOOP
         PERFORM flowworker._fail_lost_task(v_exhausted);
+        v_lost := true;
     END LOOP;
 
-    -- A lost task above may have failed its run and cancelled tasks locked here.
-    SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
-    WHERE c.attempts_count < c.max_attempts AND NOT (c.msg_id = ANY (coalesce(v_orphans, '{}')))
-      AND EXISTS (SELECT 1 FROM flowworker.step_tasks t
-                  WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
-                    AND t.task_index = c.task_index AND t.status = c.status);
-    IF v_locked IS NULL THEN
-        RETURN;
+    IF v_lost THEN
+        -- A lost task above may have failed its run and cancelled tasks locked here.
+        SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c
+        WHERE c.attempts_count < c.max_attempts
+          AND EXISTS (SELECT 1 FROM flowworker.step_tasks t
+                      WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug
+                        AND t.task_index = c.task_index AND t.status = c.status);
+        IF v_locked IS NULL THEN
+            RETURN;
+        END IF;
     END IF;
     -- A task whose worker was lost twice may be what kills workers (a poison
     -- task): claim it alone, and the worker runs it alone, so that if it kills
@@ -98,7 +117,7 @@ BEGIN
     EXECUTE format(
         'UPDATE flowworker.%I q
          SET vt = now() + make_interval(secs => c.timeout + $2), read_ct = q.read_ct + 1
-         FROM unnest($1) c WHERE q.msg_id = c.msg_id', q)
+         FROM unnest($1) c WHERE q.ctid = c.msg_tid', q)
         USING v_locked, grace_seconds;
 
     RETURN QUERY
@@ -111,7 +130,7 @@ BEGIN
                                       || t.attempts_count || ' was lost'
                                  ELSE t.error_message END
         FROM unnest(v_locked) c
-        WHERE t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        WHERE t.ctid = c.task_tid
         RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
                   c.timeout, c.status = 'started' AND c.attempts_count >= 2 AS isolated
     )

@@ -27,9 +27,10 @@ DECLARE
     v_done_steps pg_catalog.text[];
     v_done_flows pg_catalog.text[];
     v_done_msgs bigint[];
+    v_done_outputs pg_catalog.jsonb[];
+    v_over pg_catalog.uuid[];
     v_flow pg_catalog.text;
     v_finished pg_catalog.record;
-    v_run pg_catalog.uuid;
     v_fail pg_catalog.record;
     v_fail_ords bigint[] := '{}';
     v_fail_results pg_catalog.text[] := '{}';
@@ -41,8 +42,11 @@ BEGIN
     FROM unnest(step_slugs, outputs) AS a(step_slug, output)
     WHERE pg_column_size(a.output) > v_limit;
 
-    PERFORM 1 FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
-    ORDER BY r.run_id FOR UPDATE;
+    -- Lock the runs in run_id order; note the few that are over already.
+    SELECT coalesce(array_agg(l.run_id) FILTER (WHERE l.status <> 'started'), '{}')
+    INTO v_over
+    FROM (SELECT r.run_id, r.status FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
+          ORDER BY r.run_id FOR UPDATE) AS l;
 
     -- Completions whose claim is current, in a run that is still going.
     WITH done AS (
@@ -50,31 +54,33 @@ BEGIN
         SET status = 'completed', output = a.output, completed_at = now()
         FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors, worker_ids)
                  WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error,
-                                      worker_id, ord),
-             flowworker.runs r
-        WHERE a.error IS NULL AND r.run_id = a.run_id AND r.status = 'started'
+                                      worker_id, ord)
+        WHERE a.error IS NULL AND NOT (a.run_id = ANY (v_over))
           AND t.run_id = a.run_id AND t.step_slug = a.step_slug AND t.task_index = a.task_index
           AND t.status = 'started' AND t.attempts_count = a.attempt
           AND (a.worker_id IS NULL OR t.worker_id = a.worker_id)
-        RETURNING a.ord, t.run_id, t.step_slug, t.flow_slug, t.message_id
+        RETURNING a.ord, t.run_id, t.step_slug, t.flow_slug, t.message_id, a.output
     )
     SELECT array_agg(d.ord), array_agg(d.run_id), array_agg(d.step_slug),
-           array_agg(d.flow_slug), array_agg(d.message_id)
-    INTO v_done_ord, v_done_runs, v_done_steps, v_done_flows, v_done_msgs
+           array_agg(d.flow_slug), array_agg(d.message_id), array_agg(d.output)
+    INTO v_done_ord, v_done_runs, v_done_steps, v_done_flows, v_done_msgs, v_done_outputs
     FROM done d;
 
     IF v_done_ord IS NOT NULL THEN
         FOR v_flow IN SELECT DISTINCT f FROM unnest(v_done_flows) AS f LOOP
-            PERFORM flowworker.queue_delete(v_flow, ARRAY(
-                SELECT m FROM unnest(v_done_flows, v_done_msgs) AS x(f, m) WHERE x.f = v_flow));
+            EXECUTE format('DELETE FROM flowworker.%I WHERE msg_id = ANY ($1)',
+                           'q_' || flowworker.check_slug(v_flow, 'flow slug'))
+                USING ARRAY(SELECT m FROM unnest(v_done_flows, v_done_msgs) AS x(f, m)
+                            WHERE x.f = v_flow);
         END LOOP;
 
         -- Count them off their steps; a step at zero is complete, marked in
         -- the same UPDATE (a second update of a row this transaction wrote
-        -- would run the foreign-key checks again).
+        -- would run the foreign-key checks again). A single step's output is
+        -- its one task's, which is in hand.
         WITH x AS (
-            SELECT d.run_id, d.step_slug, count(*)::int AS n
-            FROM unnest(v_done_runs, v_done_steps) AS d(run_id, step_slug)
+            SELECT d.run_id, d.step_slug, count(*)::int AS n, (array_agg(d.output))[1] AS output
+            FROM unnest(v_done_runs, v_done_steps, v_done_outputs) AS d(run_id, step_slug, output)
             GROUP BY d.run_id, d.step_slug
         ), counted AS (
             UPDATE flowworker.step_states ss
@@ -87,24 +93,21 @@ BEGIN
                                   SELECT jsonb_agg(t.output ORDER BY t.task_index)
                                   FROM flowworker.step_tasks t
                                   WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)
-                              ELSE (SELECT t.output FROM flowworker.step_tasks t
-                                    WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-                                      AND t.task_index = 0) END
+                              ELSE x.output END
             FROM x, flowworker.steps s
             WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug
               AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            RETURNING ss.run_id, ss.step_slug, ss.remaining_tasks
+            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
         )
-        SELECT array_agg(c.run_id) AS runs, array_agg(c.step_slug) AS steps
+        SELECT array_agg(c.run_id) AS runs, array_agg(c.step_slug) AS steps,
+               array_agg(c.flow_slug) AS flows
         INTO v_finished
         FROM counted c
         WHERE c.remaining_tasks = 0;
 
         IF v_finished.runs IS NOT NULL THEN
-            FOREACH v_run IN ARRAY flowworker._complete_steps(
-                    v_finished.runs, v_finished.steps, NULL) LOOP
-                PERFORM flowworker._start_ready_steps(v_run);
-            END LOOP;
+            PERFORM flowworker._start_ready_steps(flowworker._complete_steps(
+                v_finished.runs, v_finished.steps, v_finished.flows, NULL));
         END IF;
     END IF;
 
