@@ -470,35 +470,49 @@ SET search_path = ''
 AS $$
     SELECT least(base_delay::numeric * power(2::numeric, least(greatest(attempt, 1) - 1, 40)), 3600)::int;
 $$;
--- Create steps' tasks and one message per task, for many steps of one flow
--- in one statement: p_counts[i] tasks of step p_step_slugs[i] in run
--- p_run_ids[i], visible after p_delays[i] seconds.
+-- Create steps' tasks and one message per task, for many steps of one flow:
+-- p_counts[i] tasks of step p_step_slugs[i] in run p_run_ids[i], visible
+-- after p_delays[i] seconds. The tasks are static SQL (planned once); the
+-- queue insert is the one dynamic statement, kept trivial to plan.
 CREATE FUNCTION flowworker._queue_tasks(
     p_flow_slug text, p_run_ids uuid[], p_step_slugs text[], p_counts int[], p_delays int[]
 )
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
+-- Called for one run (start_flow) or hundreds (ack_tasks): a custom plan
+-- for each array would be planned anew on every call. The one generic plan
+-- may be made while the tables are small, so it is held to what is right at
+-- any size: rows reached by key, joined by nested loops.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     q pg_catalog.text := 'q_' || flowworker.check_slug(p_flow_slug, 'flow slug');
+    v_seq pg_catalog.regclass := format('flowworker.%I', q || '$seq')::pg_catalog.regclass;
+    v_msg_ids bigint[];
+    v_vts pg_catalog.timestamptz[];
+    v_messages pg_catalog.jsonb[];
 BEGIN
-    EXECUTE format(
-        'WITH t AS (
-            INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
-            SELECT x.run_id, x.step_slug, i, $1, nextval(%L::pg_catalog.regclass)
-            FROM unnest($2, $3, $4) WITH ORDINALITY AS x(run_id, step_slug, n, ord),
-                 generate_series(0, x.n - 1) AS i
-            ORDER BY x.ord, i
-            RETURNING run_id, step_slug, task_index, message_id
-        )
-        INSERT INTO flowworker.%I (msg_id, vt, message)
-        SELECT t.message_id, now() + make_interval(secs => x.delay),
-               jsonb_build_object(''run_id'', t.run_id, ''step_slug'', t.step_slug,
-                                  ''task_index'', t.task_index)
-        FROM t JOIN unnest($2, $3, $5) AS x(run_id, step_slug, delay)
-          ON x.run_id = t.run_id AND x.step_slug = t.step_slug', format('flowworker.%I', q || '$seq'), q)
-        USING p_flow_slug, p_run_ids, p_step_slugs, p_counts, p_delays;
+    WITH t AS (
+        INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
+        SELECT x.run_id, x.step_slug, i, p_flow_slug, nextval(v_seq)
+        FROM unnest(p_run_ids, p_step_slugs, p_counts) WITH ORDINALITY AS x(run_id, step_slug, n, ord),
+             generate_series(0, x.n - 1) AS i
+        ORDER BY x.ord, i
+        RETURNING run_id, step_slug, task_index, message_id
+    )
+    SELECT array_agg(t.message_id ORDER BY t.message_id),
+           array_agg(now() + make_interval(secs => x.delay) ORDER BY t.message_id),
+           array_agg(jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
+                                        'task_index', t.task_index) ORDER BY t.message_id)
+    INTO v_msg_ids, v_vts, v_messages
+    FROM t JOIN unnest(p_run_ids, p_step_slugs, p_delays) AS x(run_id, step_slug, delay)
+      ON x.run_id = t.run_id AND x.step_slug = t.step_slug;
+    EXECUTE format('INSERT INTO flowworker.%I (msg_id, vt, message) SELECT * FROM unnest($1, $2, $3)', q)
+        USING v_msg_ids, v_vts, v_messages;
     IF EXISTS (SELECT 1 FROM unnest(p_delays) AS d WHERE d <= 0) THEN
         PERFORM flowworker.queue_notify(p_flow_slug);
     END IF;
@@ -628,79 +642,107 @@ CREATE FUNCTION flowworker._start_ready_steps(p_run_ids uuid[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
+-- Called for one run (start_flow) or hundreds (ack_tasks): a custom plan
+-- for each array would be planned anew on every call. The one generic plan
+-- may be made while the tables are small, so it is held to what is right at
+-- any size: rows reached by key, joined by nested loops.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     v_runs pg_catalog.uuid[] := p_run_ids;
+    v_ready pg_catalog.record;
     v_bad pg_catalog.record;
-    v_started pg_catalog.record;
     v_flow pg_catalog.text;
 BEGIN
     WHILE cardinality(v_runs) > 0 LOOP
-        -- Map steps whose source is not an array fail their run (the first
-        -- such step of a run, in step order).
-        FOR v_bad IN
-            SELECT DISTINCT ON (ss.run_id) ss.run_id, ss.step_slug,
-                   format('map step %s expects an array from %s, got %s', ss.step_slug,
-                          coalesce((SELECT d.dep_slug FROM flowworker.deps d
-                                    WHERE d.flow_slug = s.flow_slug
-                                      AND d.step_slug = s.step_slug), 'the flow input'),
-                          coalesce(jsonb_typeof(flowworker._map_source(r, s)), 'null')) AS error
-            FROM flowworker.step_states ss
-            JOIN flowworker.runs r ON r.run_id = ss.run_id
-            JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            WHERE ss.run_id = ANY (v_runs) AND ss.status = 'created' AND ss.remaining_deps = 0
-              AND r.status = 'started' AND s.step_type = 'map'
-              AND jsonb_typeof(flowworker._map_source(r, s)) IS DISTINCT FROM 'array'
-            ORDER BY ss.run_id, s.step_index
-        LOOP
-            PERFORM flowworker._fail_run(v_bad.run_id, v_bad.step_slug, v_bad.error);
-        END LOOP;
-
-        WITH ready AS (
-            SELECT ss.run_id, ss.step_slug, ss.flow_slug, s.step_index,
-                   coalesce(s.start_delay, 0) AS delay,
-                   CASE WHEN s.step_type = 'map'
-                        THEN jsonb_array_length(flowworker._map_source(r, s))
-                        ELSE 1 END AS n
-            FROM flowworker.step_states ss
-            JOIN flowworker.runs r ON r.run_id = ss.run_id
-            JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            WHERE ss.run_id = ANY (v_runs) AND ss.status = 'created' AND ss.remaining_deps = 0
-              AND r.status = 'started'
-        ), started AS (
-            UPDATE flowworker.step_states ss
-            SET status = 'started', started_at = now(), initial_tasks = ready.n,
-                remaining_tasks = ready.n
-            FROM ready
-            WHERE ss.run_id = ready.run_id AND ss.step_slug = ready.step_slug
-            RETURNING ready.*
-        )
-        SELECT array_agg(st.run_id ORDER BY st.run_id, st.step_index) AS runs,
-               array_agg(st.step_slug ORDER BY st.run_id, st.step_index) AS steps,
-               array_agg(st.flow_slug ORDER BY st.run_id, st.step_index) AS flows,
-               array_agg(st.n ORDER BY st.run_id, st.step_index) AS counts,
-               array_agg(st.delay ORDER BY st.run_id, st.step_index) AS delays
-        INTO v_started
-        FROM started st;
-        IF v_started.runs IS NULL THEN
+        -- The ready steps, with the size of each map step's array (NULL when
+        -- it is not an array), in run and step order.
+        SELECT array_agg(y.run_id ORDER BY y.run_id, y.step_index) AS runs,
+               array_agg(y.step_slug ORDER BY y.run_id, y.step_index) AS steps,
+               array_agg(y.flow_slug ORDER BY y.run_id, y.step_index) AS flows,
+               array_agg(y.n ORDER BY y.run_id, y.step_index) AS counts,
+               array_agg(y.delay ORDER BY y.run_id, y.step_index) AS delays
+        INTO v_ready
+        FROM (
+            SELECT x.*, CASE WHEN NOT x.is_map THEN 1
+                             WHEN jsonb_typeof(x.source) = 'array'
+                             THEN jsonb_array_length(x.source) END AS n
+            FROM (
+                SELECT ss.run_id, ss.step_slug, ss.flow_slug, s.step_index,
+                       coalesce(s.start_delay, 0) AS delay, s.step_type = 'map' AS is_map,
+                       CASE WHEN s.step_type = 'map' THEN flowworker._map_source(rr.r, s) END
+                           AS source
+                FROM flowworker.step_states ss
+                -- The run by key for each step state, never the other way round:
+                -- started runs are most of the table.
+                CROSS JOIN LATERAL (SELECT r FROM flowworker.runs r
+                                    WHERE r.run_id = ss.run_id OFFSET 0) AS rr
+                JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
+                WHERE ss.run_id = ANY (v_runs) AND ss.status = 'created' AND ss.remaining_deps = 0
+                  AND (rr.r).status = 'started'
+                OFFSET 0  -- evaluate each map source once
+            ) AS x
+        ) AS y;
+        IF v_ready.runs IS NULL THEN
             RETURN;
         END IF;
 
-        FOR v_flow IN SELECT DISTINCT f FROM unnest(v_started.flows) AS f LOOP
+        -- A map step whose source is not an array fails its run (the first
+        -- such step of a run, in step order); nothing else of that run starts.
+        IF array_position(v_ready.counts, NULL) IS NOT NULL THEN
+            FOR v_bad IN
+                SELECT DISTINCT ON (x.run_id) x.run_id, x.step_slug, s.deps_count,
+                       (SELECT d.dep_slug FROM flowworker.deps d
+                        WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug) AS dep_slug,
+                       r AS run, s AS step
+                FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts)
+                         WITH ORDINALITY AS x(run_id, step_slug, flow_slug, n, ord)
+                JOIN flowworker.runs r ON r.run_id = x.run_id
+                JOIN flowworker.steps s ON s.flow_slug = x.flow_slug AND s.step_slug = x.step_slug
+                WHERE x.n IS NULL
+                ORDER BY x.run_id, x.ord
+            LOOP
+                PERFORM flowworker._fail_run(v_bad.run_id, v_bad.step_slug, format(
+                    'map step %s expects an array from %s, got %s', v_bad.step_slug,
+                    coalesce(v_bad.dep_slug, 'the flow input'),
+                    coalesce(jsonb_typeof(flowworker._map_source(v_bad.run, v_bad.step)), 'null')));
+            END LOOP;
+            SELECT array_agg(x.run_id) AS runs, array_agg(x.step_slug) AS steps,
+                   array_agg(x.flow_slug) AS flows, array_agg(x.n) AS counts,
+                   array_agg(x.delay) AS delays
+            INTO v_ready
+            FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts,
+                        v_ready.delays) AS x(run_id, step_slug, flow_slug, n, delay)
+            WHERE x.run_id IN (SELECT r.run_id FROM flowworker.runs r
+                               WHERE r.run_id = ANY (v_ready.runs) AND r.status = 'started');
+            IF v_ready.runs IS NULL THEN
+                RETURN;
+            END IF;
+        END IF;
+
+        UPDATE flowworker.step_states ss
+        SET status = 'started', started_at = now(), initial_tasks = x.n, remaining_tasks = x.n
+        FROM unnest(v_ready.runs, v_ready.steps, v_ready.counts) AS x(run_id, step_slug, n)
+        WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug;
+
+        FOR v_flow IN SELECT DISTINCT f FROM unnest(v_ready.flows) AS f LOOP
             PERFORM flowworker._queue_tasks(v_flow, array_agg(x.run_id), array_agg(x.step_slug),
                                             array_agg(x.n), array_agg(x.delay))
-            FROM unnest(v_started.runs, v_started.steps, v_started.flows, v_started.counts,
-                        v_started.delays) AS x(run_id, step_slug, flow_slug, n, delay)
+            FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts,
+                        v_ready.delays) AS x(run_id, step_slug, flow_slug, n, delay)
             WHERE x.flow_slug = v_flow AND x.n > 0
             HAVING count(*) > 0;
         END LOOP;
 
         -- Empty maps are complete at once, which may make more steps ready.
-        SELECT coalesce(flowworker._complete_steps(array_agg(x.run_id), array_agg(x.step_slug),
-                                                   array_agg(x.flow_slug),
-                                                   array_agg('[]'::pg_catalog.jsonb)), '{}')
+        SELECT flowworker._complete_steps(array_agg(x.run_id), array_agg(x.step_slug),
+                                          array_agg(x.flow_slug),
+                                          array_agg('[]'::pg_catalog.jsonb))
         INTO v_runs
-        FROM unnest(v_started.runs, v_started.steps, v_started.flows, v_started.counts)
+        FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts)
                  AS x(run_id, step_slug, flow_slug, n)
         WHERE x.n = 0
         HAVING count(*) > 0;
@@ -778,6 +820,9 @@ RETURNS flowworker.runs
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+-- By key only: a plan cached while the tables were small must not scan them
+-- whole once they are large (see start_tasks).
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -871,9 +916,15 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
--- A batch joins ~100 rows to the hot, cached task and queue tables by key:
--- with the default random_page_cost the planner prefers a sequential scan
--- of the whole table for that (5x slower at 10,000 tasks, worse beyond).
+-- Every statement here reaches its rows by key. Plans are cached per
+-- session: one made while the tables were small (a new install, a worker
+-- started before the load) would scan them whole for as long as the
+-- session lives, so scans are ruled out; and a batch joins ~100 rows to
+-- the hot, cached tables, which the default random_page_cost prices as
+-- dearer than a scan.
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET random_page_cost = 1.1
 AS $$
 #variable_conflict use_column
@@ -898,23 +949,29 @@ BEGIN
     END IF;
 
     -- Lock the unfinished tasks these messages point at; skip any being
-    -- written right now.
+    -- written right now. Each task is looked up from its message (LATERAL),
+    -- whatever the planner thinks of the table's size: a plan cached while
+    -- the flow had few tasks must not scan them all once it has many.
     SELECT array_agg(l) INTO v_locked
     FROM (
         SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
                coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout),
-               t.ctid, m.tid
-        FROM flowworker.step_tasks t
-        JOIN unnest(v_msg_ids, v_ptrs, v_msg_tids) AS m(msg_id, ptr, tid)
-          ON t.message_id = m.msg_id
-        JOIN flowworker.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-        JOIN flowworker.flows f ON f.flow_slug = t.flow_slug
-        WHERE t.flow_slug = start_tasks.flow_slug AND t.status IN ('queued', 'started')
-          AND jsonb_typeof(m.ptr) = 'object'
-          AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
-          AND t.step_slug = m.ptr ->> 'step_slug'
-          AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index'
-        FOR UPDATE OF t SKIP LOCKED
+               t.tid, m.tid
+        FROM unnest(v_msg_ids, v_ptrs, v_msg_tids) AS m(msg_id, ptr, tid)
+        CROSS JOIN LATERAL (
+            SELECT t.run_id, t.step_slug, t.task_index, t.status, t.attempts_count,
+                   t.ctid AS tid
+            FROM flowworker.step_tasks t
+            WHERE t.flow_slug = start_tasks.flow_slug AND t.message_id = m.msg_id
+              AND t.status IN ('queued', 'started')
+              AND jsonb_typeof(m.ptr) = 'object'
+              AND t.run_id::pg_catalog.text = m.ptr ->> 'run_id'
+              AND t.step_slug = m.ptr ->> 'step_slug'
+              AND t.task_index::pg_catalog.text = m.ptr ->> 'task_index'
+            FOR UPDATE SKIP LOCKED
+        ) AS t
+        JOIN flowworker.steps s ON s.flow_slug = start_tasks.flow_slug AND s.step_slug = t.step_slug
+        JOIN flowworker.flows f ON f.flow_slug = start_tasks.flow_slug
     ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout,
            task_tid, msg_tid);
 
@@ -1021,6 +1078,9 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+-- By key only: a plan cached while the tables were small must not scan them
+-- whole once they are large (see start_tasks).
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -1078,6 +1138,9 @@ RETURNS int
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+-- By key only: a plan cached while the tables were small must not scan them
+-- whole once they are large (see start_tasks).
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_released int := 0;
@@ -1117,6 +1180,9 @@ RETURNS int
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+-- By key only: a plan cached while the tables were small must not scan them
+-- whole once they are large (see start_tasks).
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -1155,9 +1221,15 @@ RETURNS TABLE (ord int, result text)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
--- A batch joins ~100 rows to the hot, cached task and queue tables by key:
--- with the default random_page_cost the planner prefers a sequential scan
--- of the whole table for that (5x slower at 10,000 tasks, worse beyond).
+-- Every statement here reaches its rows by key. Plans are cached per
+-- session: one made while the tables were small (a new install, a worker
+-- started before the load) would scan them whole for as long as the
+-- session lives, so scans are ruled out; and a batch joins ~100 rows to
+-- the hot, cached tables, which the default random_page_cost prices as
+-- dearer than a scan.
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET random_page_cost = 1.1
 AS $$
 DECLARE

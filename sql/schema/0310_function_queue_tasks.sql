@@ -1,32 +1,46 @@
--- Create steps' tasks and one message per task, for many steps of one flow
--- in one statement: p_counts[i] tasks of step p_step_slugs[i] in run
--- p_run_ids[i], visible after p_delays[i] seconds.
+-- Create steps' tasks and one message per task, for many steps of one flow:
+-- p_counts[i] tasks of step p_step_slugs[i] in run p_run_ids[i], visible
+-- after p_delays[i] seconds. The tasks are static SQL (planned once); the
+-- queue insert is the one dynamic statement, kept trivial to plan.
 CREATE FUNCTION flowworker._queue_tasks(
     p_flow_slug text, p_run_ids uuid[], p_step_slugs text[], p_counts int[], p_delays int[]
 )
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
+-- Called for one run (start_flow) or hundreds (ack_tasks): a custom plan
+-- for each array would be planned anew on every call. The one generic plan
+-- may be made while the tables are small, so it is held to what is right at
+-- any size: rows reached by key, joined by nested loops.
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     q pg_catalog.text := 'q_' || flowworker.check_slug(p_flow_slug, 'flow slug');
+    v_seq pg_catalog.regclass := format('flowworker.%I', q || '$seq')::pg_catalog.regclass;
+    v_msg_ids bigint[];
+    v_vts pg_catalog.timestamptz[];
+    v_messages pg_catalog.jsonb[];
 BEGIN
-    EXECUTE format(
-        'WITH t AS (
-            INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
-            SELECT x.run_id, x.step_slug, i, $1, nextval(%L::pg_catalog.regclass)
-            FROM unnest($2, $3, $4) WITH ORDINALITY AS x(run_id, step_slug, n, ord),
-                 generate_series(0, x.n - 1) AS i
-            ORDER BY x.ord, i
-            RETURNING run_id, step_slug, task_index, message_id
-        )
-        INSERT INTO flowworker.%I (msg_id, vt, message)
-        SELECT t.message_id, now() + make_interval(secs => x.delay),
-               jsonb_build_object(''run_id'', t.run_id, ''step_slug'', t.step_slug,
-                                  ''task_index'', t.task_index)
-        FROM t JOIN unnest($2, $3, $5) AS x(run_id, step_slug, delay)
-          ON x.run_id = t.run_id AND x.step_slug = t.step_slug', format('flowworker.%I', q || '$seq'), q)
-        USING p_flow_slug, p_run_ids, p_step_slugs, p_counts, p_delays;
+    WITH t AS (
+        INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
+        SELECT x.run_id, x.step_slug, i, p_flow_slug, nextval(v_seq)
+        FROM unnest(p_run_ids, p_step_slugs, p_counts) WITH ORDINALITY AS x(run_id, step_slug, n, ord),
+             generate_series(0, x.n - 1) AS i
+        ORDER BY x.ord, i
+        RETURNING run_id, step_slug, task_index, message_id
+    )
+    SELECT array_agg(t.message_id ORDER BY t.message_id),
+           array_agg(now() + make_interval(secs => x.delay) ORDER BY t.message_id),
+           array_agg(jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
+                                        'task_index', t.task_index) ORDER BY t.message_id)
+    INTO v_msg_ids, v_vts, v_messages
+    FROM t JOIN unnest(p_run_ids, p_step_slugs, p_delays) AS x(run_id, step_slug, delay)
+      ON x.run_id = t.run_id AND x.step_slug = t.step_slug;
+    EXECUTE format('INSERT INTO flowworker.%I (msg_id, vt, message) SELECT * FROM unnest($1, $2, $3)', q)
+        USING v_msg_ids, v_vts, v_messages;
     IF EXISTS (SELECT 1 FROM unnest(p_delays) AS d WHERE d <= 0) THEN
         PERFORM flowworker.queue_notify(p_flow_slug);
     END IF;

@@ -8,6 +8,9 @@ RETURNS int
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
+-- By key only: a plan cached while the tables were small must not scan them
+-- whole once they are large (see start_tasks).
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -15,9 +15,15 @@ RETURNS TABLE (ord int, result text)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
--- A batch joins ~100 rows to the hot, cached task and queue tables by key:
--- with the default random_page_cost the planner prefers a sequential scan
--- of the whole table for that (5x slower at 10,000 tasks, worse beyond).
+-- Every statement here reaches its rows by key. Plans are cached per
+-- session: one made while the tables were small (a new install, a worker
+-- started before the load) would scan them whole for as long as the
+-- session lives, so scans are ruled out; and a batch joins ~100 rows to
+-- the hot, cached tables, which the default random_page_cost prices as
+-- dearer than a scan.
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 SET random_page_cost = 1.1
 AS $$
 DECLARE
