@@ -495,7 +495,11 @@ DECLARE
     v_msg_ids bigint[];
     v_vts pg_catalog.timestamptz[];
     v_messages pg_catalog.jsonb[];
+    v_delays pg_catalog.jsonb;
 BEGIN
+    -- A step's start delay is the same in every run: look it up by step.
+    SELECT jsonb_object_agg(x.step_slug, x.delay) INTO v_delays
+    FROM unnest(p_step_slugs, p_delays) AS x(step_slug, delay);
     WITH t AS (
         INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
         SELECT x.run_id, x.step_slug, i, p_flow_slug, nextval(v_seq)
@@ -505,12 +509,12 @@ BEGIN
         RETURNING run_id, step_slug, task_index, message_id
     )
     SELECT array_agg(t.message_id ORDER BY t.message_id),
-           array_agg(now() + make_interval(secs => x.delay) ORDER BY t.message_id),
+           array_agg(now() + make_interval(secs => (v_delays ->> t.step_slug)::int)
+                     ORDER BY t.message_id),
            array_agg(jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
                                         'task_index', t.task_index) ORDER BY t.message_id)
     INTO v_msg_ids, v_vts, v_messages
-    FROM t JOIN unnest(p_run_ids, p_step_slugs, p_delays) AS x(run_id, step_slug, delay)
-      ON x.run_id = t.run_id AND x.step_slug = t.step_slug;
+    FROM t;
     EXECUTE format('INSERT INTO flowworker.%I (msg_id, vt, message) SELECT * FROM unnest($1, $2, $3)', q)
         USING v_msg_ids, v_vts, v_messages;
     IF EXISTS (SELECT 1 FROM unnest(p_delays) AS d WHERE d <= 0) THEN
@@ -750,8 +754,128 @@ BEGIN
     END LOOP;
 END;
 $$;
--- Start a run. With a run_id that already exists for this flow, return that
--- run unchanged, so callers can retry a start safely.
+-- What every start checks before it writes: the flow exists (its row is
+-- shared, so add_step cannot add a step meanwhile), no input is NULL or
+-- over max_input_bytes, and a flow that maps over its input gets arrays.
+CREATE FUNCTION flowworker._check_start(p_flow_slug text, p_inputs jsonb[])
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_root_map pg_catalog.text;
+    v_limit bigint;
+    v_kind pg_catalog.text;
+BEGIN
+    PERFORM flowworker.check_slug(p_flow_slug, 'flow slug');
+    -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
+    -- read below are the whole flow, not a half-added step.
+    PERFORM 1 FROM flowworker.flows f WHERE f.flow_slug = p_flow_slug FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow % does not exist', quote_literal(p_flow_slug)
+            USING ERRCODE = 'P0002', HINT = 'compile the flow and apply it: flowworker compile';
+    END IF;
+    IF p_inputs IS NULL OR array_position(p_inputs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(p_flow_slug)
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT c.value INTO v_limit FROM flowworker.config c WHERE c.name = 'max_input_bytes';
+    PERFORM flowworker._check_size(i, 'max_input_bytes',
+                                   format('the input of flow %L', p_flow_slug))
+    FROM unnest(p_inputs) AS i WHERE pg_column_size(i) > v_limit;
+    SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
+    WHERE s.flow_slug = p_flow_slug AND s.step_type = 'map' AND s.deps_count = 0
+    LIMIT 1;
+    IF v_root_map IS NOT NULL THEN
+        SELECT jsonb_typeof(i) INTO v_kind FROM unnest(p_inputs) AS i
+        WHERE jsonb_typeof(i) <> 'array' LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'flow % maps step % over its input, which must be a JSON array, not %',
+                quote_literal(p_flow_slug), quote_literal(v_root_map), v_kind
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
+END;
+$$;
+
+-- Start runs of a flow, one per input, in one statement: what an
+-- application enqueueing a batch calls. run_ids (optional, one per input)
+-- make the starts idempotent: a run_id that already exists for this flow
+-- returns that run unchanged, so callers can retry a start safely; one of
+-- another flow is an error. Returns the runs in input order. Every input is
+-- checked before anything is written, so a bad one starts none.
+CREATE FUNCTION flowworker.start_flows(flow_slug text, inputs jsonb[], run_ids uuid[] DEFAULT NULL)
+RETURNS SETOF flowworker.runs
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = ''
+-- One input or thousands: one generic plan, held to key lookups and nested
+-- loops so that it is right at any table size (see _start_ready_steps).
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_steps int;
+    v_ids pg_catalog.uuid[];
+    v_new pg_catalog.uuid[];
+    v_other flowworker.runs;
+BEGIN
+    PERFORM flowworker._check_start(start_flows.flow_slug, start_flows.inputs);
+    IF start_flows.run_ids IS NOT NULL
+       AND cardinality(start_flows.run_ids) <> cardinality(start_flows.inputs) THEN
+        RAISE EXCEPTION 'start_flows got % inputs and % run ids; give one run id per input',
+            cardinality(start_flows.inputs), cardinality(start_flows.run_ids)
+            USING ERRCODE = '22023';
+    END IF;
+    v_ids := ARRAY(SELECT coalesce(x.run_id, gen_random_uuid())
+                   FROM unnest(start_flows.inputs, start_flows.run_ids)
+                            WITH ORDINALITY AS x(input, run_id, ord)
+                   ORDER BY x.ord);
+    SELECT count(*) INTO v_steps FROM flowworker.steps s WHERE s.flow_slug = start_flows.flow_slug;
+    WITH inserted AS (
+        INSERT INTO flowworker.runs AS r (run_id, flow_slug, input, remaining_steps)
+        SELECT x.run_id, start_flows.flow_slug, x.input, v_steps
+        FROM unnest(v_ids, start_flows.inputs) WITH ORDINALITY AS x(run_id, input, ord)
+        ORDER BY x.ord
+        ON CONFLICT (run_id) DO NOTHING
+        RETURNING r.run_id
+    )
+    SELECT array_agg(i.run_id) INTO v_new FROM inserted i;
+    -- A run of another flow with one of these ids may have committed since
+    -- the check above (the insert waited for it): refuse it all the same.
+    SELECT r.* INTO v_other FROM flowworker.runs r
+    WHERE r.run_id = ANY (start_flows.run_ids) AND r.flow_slug <> start_flows.flow_slug LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'run % belongs to flow %, not %', v_other.run_id,
+            quote_literal(v_other.flow_slug), quote_literal(start_flows.flow_slug)
+            USING ERRCODE = '23505';
+    END IF;
+
+    IF v_new IS NOT NULL THEN
+        INSERT INTO flowworker.step_states (run_id, step_slug, flow_slug, remaining_deps)
+        SELECT n.run_id, s.step_slug, s.flow_slug, s.deps_count
+        FROM unnest(v_new) AS n(run_id)
+        JOIN flowworker.steps s ON s.flow_slug = start_flows.flow_slug;
+        IF v_steps = 0 THEN
+            UPDATE flowworker.runs r SET status = 'completed', completed_at = now(), output = '{}'
+            WHERE r.run_id = ANY (v_new);
+        ELSE
+            PERFORM flowworker._start_ready_steps(v_new);
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT r.* FROM unnest(v_ids) WITH ORDINALITY AS x(run_id, ord)
+    JOIN flowworker.runs r ON r.run_id = x.run_id
+    ORDER BY x.ord;
+END;
+$$;
+
+-- Start one run (start_flows for one input, without the arrays). With a
+-- run_id that already exists for this flow, return that run unchanged, so
+-- callers can retry a start safely.
 CREATE FUNCTION flowworker.start_flow(flow_slug text, input jsonb DEFAULT '{}', run_id uuid DEFAULT NULL)
 RETURNS flowworker.runs
 LANGUAGE plpgsql
@@ -761,30 +885,8 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_run flowworker.runs;
-    v_root_map pg_catalog.text;
 BEGIN
-    PERFORM flowworker.check_slug(start_flow.flow_slug, 'flow slug');
-    -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
-    -- read below are the whole flow, not a half-added step.
-    PERFORM 1 FROM flowworker.flows f WHERE f.flow_slug = start_flow.flow_slug FOR KEY SHARE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'flow % does not exist', quote_literal(start_flow.flow_slug)
-            USING ERRCODE = 'P0002', HINT = 'compile the flow and apply it: flowworker compile';
-    END IF;
-    IF start_flow.input IS NULL THEN
-        RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(start_flow.flow_slug)
-            USING ERRCODE = '22004';
-    END IF;
-    PERFORM flowworker._check_size(start_flow.input, 'max_input_bytes',
-                                   format('the input of flow %L', start_flow.flow_slug));
-    SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
-    WHERE s.flow_slug = start_flow.flow_slug AND s.step_type = 'map' AND s.deps_count = 0
-    LIMIT 1;
-    IF v_root_map IS NOT NULL AND jsonb_typeof(start_flow.input) <> 'array' THEN
-        RAISE EXCEPTION 'flow % maps step % over its input, which must be a JSON array, not %',
-            quote_literal(start_flow.flow_slug), quote_literal(v_root_map), jsonb_typeof(start_flow.input)
-            USING ERRCODE = '22023';
-    END IF;
+    PERFORM flowworker._check_start(start_flow.flow_slug, ARRAY[start_flow.input]);
 
     INSERT INTO flowworker.runs AS r (run_id, flow_slug, input, remaining_steps)
     SELECT coalesce(start_flow.run_id, gen_random_uuid()), start_flow.flow_slug, start_flow.input,
@@ -1449,6 +1551,7 @@ BEGIN
         TO flowworker_enqueuer;
     GRANT EXECUTE ON FUNCTION
         flowworker.start_flow(text, jsonb, uuid),
+        flowworker.start_flows(text, jsonb[], uuid[]),
         flowworker.cancel_run(uuid)
         TO flowworker_enqueuer;
 

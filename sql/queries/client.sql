@@ -7,6 +7,11 @@ SELECT run_id, flow_slug, status, input, output, error_message,
        started_at, completed_at, failed_at, cancelled_at
 FROM flowworker.start_flow(%(flow_slug)s::text, %(input)s::jsonb, %(run_id)s::uuid)
 
+-- name: client_start_flows
+SELECT run_id, flow_slug, status, input, output, error_message,
+       started_at, completed_at, failed_at, cancelled_at
+FROM flowworker.start_flows(%(flow_slug)s::text, %(inputs)s::jsonb[], %(run_ids)s::uuid[])
+
 -- name: client_cancel_run
 SELECT run_id, flow_slug, status, input, output, error_message,
        started_at, completed_at, failed_at, cancelled_at

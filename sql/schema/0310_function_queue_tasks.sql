@@ -23,7 +23,11 @@ DECLARE
     v_msg_ids bigint[];
     v_vts pg_catalog.timestamptz[];
     v_messages pg_catalog.jsonb[];
+    v_delays pg_catalog.jsonb;
 BEGIN
+    -- A step's start delay is the same in every run: look it up by step.
+    SELECT jsonb_object_agg(x.step_slug, x.delay) INTO v_delays
+    FROM unnest(p_step_slugs, p_delays) AS x(step_slug, delay);
     WITH t AS (
         INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
         SELECT x.run_id, x.step_slug, i, p_flow_slug, nextval(v_seq)
@@ -33,12 +37,12 @@ BEGIN
         RETURNING run_id, step_slug, task_index, message_id
     )
     SELECT array_agg(t.message_id ORDER BY t.message_id),
-           array_agg(now() + make_interval(secs => x.delay) ORDER BY t.message_id),
+           array_agg(now() + make_interval(secs => (v_delays ->> t.step_slug)::int)
+                     ORDER BY t.message_id),
            array_agg(jsonb_build_object('run_id', t.run_id, 'step_slug', t.step_slug,
                                         'task_index', t.task_index) ORDER BY t.message_id)
     INTO v_msg_ids, v_vts, v_messages
-    FROM t JOIN unnest(p_run_ids, p_step_slugs, p_delays) AS x(run_id, step_slug, delay)
-      ON x.run_id = t.run_id AND x.step_slug = t.step_slug;
+    FROM t;
     EXECUTE format('INSERT INTO flowworker.%I (msg_id, vt, message) SELECT * FROM unnest($1, $2, $3)', q)
         USING v_msg_ids, v_vts, v_messages;
     IF EXISTS (SELECT 1 FROM unnest(p_delays) AS d WHERE d <= 0) THEN

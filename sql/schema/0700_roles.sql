@@ -38,6 +38,7 @@ BEGIN
         TO flowworker_enqueuer;
     GRANT EXECUTE ON FUNCTION
         flowworker.start_flow(text, jsonb, uuid),
+        flowworker.start_flows(text, jsonb[], uuid[]),
         flowworker.cancel_run(uuid)
         TO flowworker_enqueuer;
 

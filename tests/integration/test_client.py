@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from examples.orders import orders
 from flowworker.client import (
     Run,
     cancel_run,
@@ -20,7 +19,6 @@ from flowworker.client import (
     start_flow,
     start_flow_async,
 )
-from flowworker.compiler import compile_flow
 from flowworker.errors import (
     InvalidInputError,
     SchemaError,
@@ -28,30 +26,6 @@ from flowworker.errors import (
     UnknownRunError,
 )
 from tests.support.database import PgServer
-
-
-@pytest.fixture
-def flows_url(db_url: str) -> str:
-    """The test's database with the example flow and a root map flow defined."""
-    with psycopg.connect(db_url, autocommit=True) as admin:
-        admin.execute(compile_flow(orders).encode())
-        admin.execute("SELECT flowworker.create_flow('fanout')")
-        admin.execute("SELECT flowworker.add_step('fanout', 'each', step_type => 'map')")
-    return db_url
-
-
-@pytest.fixture
-def app_conn(flows_url: str) -> Iterator[psycopg.Connection]:
-    """The application's connection: not autocommit, it owns its transactions."""
-    with psycopg.connect(flows_url) as connection:
-        yield connection
-
-
-@pytest.fixture
-def observer(flows_url: str) -> Iterator[psycopg.Connection]:
-    """Another session, which sees only what was committed."""
-    with psycopg.connect(flows_url, autocommit=True) as connection:
-        yield connection
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ READS: dict[str, set[str] | None] = {
     "nobody": set(),
 }
 EXECUTES: dict[str, set[str]] = {
-    "enqueuer": {"start_flow", "cancel_run"},
+    "enqueuer": {"start_flow", "start_flows", "cancel_run"},
     "worker": {"start_tasks", "complete_task", "fail_task", "ack_tasks", "release_tasks",
                "extend_claims", "register_worker", "heartbeat_worker", "stop_worker",
                "queue_metrics"},
