@@ -698,7 +698,7 @@ BEGIN
         -- such step of a run, in step order); nothing else of that run starts.
         IF array_position(v_ready.counts, NULL) IS NOT NULL THEN
             FOR v_bad IN
-                SELECT DISTINCT ON (x.run_id) x.run_id, x.step_slug, s.deps_count,
+                SELECT DISTINCT ON (x.run_id) x.run_id, x.step_slug,
                        (SELECT d.dep_slug FROM flowworker.deps d
                         WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug) AS dep_slug,
                        r AS run, s AS step
@@ -714,17 +714,7 @@ BEGIN
                     coalesce(v_bad.dep_slug, 'the flow input'),
                     coalesce(jsonb_typeof(flowworker._map_source(v_bad.run, v_bad.step)), 'null')));
             END LOOP;
-            SELECT array_agg(x.run_id) AS runs, array_agg(x.step_slug) AS steps,
-                   array_agg(x.flow_slug) AS flows, array_agg(x.n) AS counts,
-                   array_agg(x.delay) AS delays
-            INTO v_ready
-            FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts,
-                        v_ready.delays) AS x(run_id, step_slug, flow_slug, n, delay)
-            WHERE x.run_id IN (SELECT r.run_id FROM flowworker.runs r
-                               WHERE r.run_id = ANY (v_ready.runs) AND r.status = 'started');
-            IF v_ready.runs IS NULL THEN
-                RETURN;
-            END IF;
+            CONTINUE;  -- the ready steps again, those of the failed runs left out
         END IF;
 
         UPDATE flowworker.step_states ss
@@ -754,50 +744,6 @@ BEGIN
     END LOOP;
 END;
 $$;
--- What every start checks before it writes: the flow exists (its row is
--- shared, so add_step cannot add a step meanwhile), no input is NULL or
--- over max_input_bytes, and a flow that maps over its input gets arrays.
-CREATE FUNCTION flowworker._check_start(p_flow_slug text, p_inputs jsonb[])
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-DECLARE
-    v_root_map pg_catalog.text;
-    v_limit bigint;
-    v_kind pg_catalog.text;
-BEGIN
-    PERFORM flowworker.check_slug(p_flow_slug, 'flow slug');
-    -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
-    -- read below are the whole flow, not a half-added step.
-    PERFORM 1 FROM flowworker.flows f WHERE f.flow_slug = p_flow_slug FOR KEY SHARE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'flow % does not exist', quote_literal(p_flow_slug)
-            USING ERRCODE = 'P0002', HINT = 'compile the flow and apply it: flowworker compile';
-    END IF;
-    IF p_inputs IS NULL OR array_position(p_inputs, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(p_flow_slug)
-            USING ERRCODE = '22004';
-    END IF;
-    SELECT c.value INTO v_limit FROM flowworker.config c WHERE c.name = 'max_input_bytes';
-    PERFORM flowworker._check_size(i, 'max_input_bytes',
-                                   format('the input of flow %L', p_flow_slug))
-    FROM unnest(p_inputs) AS i WHERE pg_column_size(i) > v_limit;
-    SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
-    WHERE s.flow_slug = p_flow_slug AND s.step_type = 'map' AND s.deps_count = 0
-    LIMIT 1;
-    IF v_root_map IS NOT NULL THEN
-        SELECT jsonb_typeof(i) INTO v_kind FROM unnest(p_inputs) AS i
-        WHERE jsonb_typeof(i) <> 'array' LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'flow % maps step % over its input, which must be a JSON array, not %',
-                quote_literal(p_flow_slug), quote_literal(v_root_map), v_kind
-                USING ERRCODE = '22023';
-        END IF;
-    END IF;
-END;
-$$;
-
 -- Start runs of a flow, one per input, in one statement: what an
 -- application enqueueing a batch calls. run_ids (optional, one per input)
 -- make the starts idempotent: a run_id that already exists for this flow
@@ -818,12 +764,42 @@ SET enable_mergejoin = off
 AS $$
 #variable_conflict use_column
 DECLARE
+    v_root_map pg_catalog.text;
+    v_limit bigint;
+    v_kind pg_catalog.text;
     v_steps int;
     v_ids pg_catalog.uuid[];
     v_new pg_catalog.uuid[];
     v_other flowworker.runs;
 BEGIN
-    PERFORM flowworker._check_start(start_flows.flow_slug, start_flows.inputs);
+    PERFORM flowworker.check_slug(start_flows.flow_slug, 'flow slug');
+    -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
+    -- read below are the whole flow, not a half-added step.
+    PERFORM 1 FROM flowworker.flows f WHERE f.flow_slug = start_flows.flow_slug FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'flow % does not exist', quote_literal(start_flows.flow_slug)
+            USING ERRCODE = 'P0002', HINT = 'compile the flow and apply it: flowworker compile';
+    END IF;
+    IF start_flows.inputs IS NULL OR array_position(start_flows.inputs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(start_flows.flow_slug)
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT c.value INTO v_limit FROM flowworker.config c WHERE c.name = 'max_input_bytes';
+    PERFORM flowworker._check_size(i, 'max_input_bytes',
+                                   format('the input of flow %L', start_flows.flow_slug))
+    FROM unnest(start_flows.inputs) AS i WHERE pg_column_size(i) > v_limit;
+    SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
+    WHERE s.flow_slug = start_flows.flow_slug AND s.step_type = 'map' AND s.deps_count = 0
+    LIMIT 1;
+    IF v_root_map IS NOT NULL THEN
+        SELECT jsonb_typeof(i) INTO v_kind FROM unnest(start_flows.inputs) AS i
+        WHERE jsonb_typeof(i) <> 'array' LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'flow % maps step % over its input, which must be a JSON array, not %',
+                quote_literal(start_flows.flow_slug), quote_literal(v_root_map), v_kind
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
     IF start_flows.run_ids IS NOT NULL
        AND cardinality(start_flows.run_ids) <> cardinality(start_flows.inputs) THEN
         RAISE EXCEPTION 'start_flows got % inputs and % run ids; give one run id per input',
@@ -873,48 +849,15 @@ BEGIN
 END;
 $$;
 
--- Start one run (start_flows for one input, without the arrays). With a
--- run_id that already exists for this flow, return that run unchanged, so
--- callers can retry a start safely.
+-- Start one run: start_flows with one input (as fast as a one-run body of
+-- its own, measured; so there is one implementation).
 CREATE FUNCTION flowworker.start_flow(flow_slug text, input jsonb DEFAULT '{}', run_id uuid DEFAULT NULL)
 RETURNS flowworker.runs
-LANGUAGE plpgsql
+LANGUAGE sql
 SECURITY DEFINER
 SET search_path = ''
 AS $$
-#variable_conflict use_column
-DECLARE
-    v_run flowworker.runs;
-BEGIN
-    PERFORM flowworker._check_start(start_flow.flow_slug, ARRAY[start_flow.input]);
-
-    INSERT INTO flowworker.runs AS r (run_id, flow_slug, input, remaining_steps)
-    SELECT coalesce(start_flow.run_id, gen_random_uuid()), start_flow.flow_slug, start_flow.input,
-           (SELECT count(*) FROM flowworker.steps s WHERE s.flow_slug = start_flow.flow_slug)
-    ON CONFLICT (run_id) DO NOTHING
-    RETURNING * INTO v_run;
-    IF NOT FOUND THEN
-        SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = start_flow.run_id;
-        IF v_run.flow_slug <> start_flow.flow_slug THEN
-            RAISE EXCEPTION 'run % belongs to flow %, not %', start_flow.run_id,
-                quote_literal(v_run.flow_slug), quote_literal(start_flow.flow_slug)
-                USING ERRCODE = '23505';
-        END IF;
-        RETURN v_run;
-    END IF;
-
-    INSERT INTO flowworker.step_states (run_id, step_slug, flow_slug, remaining_deps)
-    SELECT v_run.run_id, s.step_slug, s.flow_slug, s.deps_count
-    FROM flowworker.steps s WHERE s.flow_slug = start_flow.flow_slug;
-    IF v_run.remaining_steps = 0 THEN
-        UPDATE flowworker.runs r SET status = 'completed', completed_at = now(), output = '{}'
-        WHERE r.run_id = v_run.run_id;
-    ELSE
-        PERFORM flowworker._start_ready_steps(ARRAY[v_run.run_id]);
-    END IF;
-    SELECT * INTO v_run FROM flowworker.runs r WHERE r.run_id = v_run.run_id;
-    RETURN v_run;
-END;
+    SELECT * FROM flowworker.start_flows(flow_slug, ARRAY[input], ARRAY[run_id]);
 $$;
 -- Cancel a run that has not finished; a finished run is returned unchanged.
 CREATE FUNCTION flowworker.cancel_run(run_id uuid)

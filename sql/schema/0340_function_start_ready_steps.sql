@@ -60,7 +60,7 @@ BEGIN
         -- such step of a run, in step order); nothing else of that run starts.
         IF array_position(v_ready.counts, NULL) IS NOT NULL THEN
             FOR v_bad IN
-                SELECT DISTINCT ON (x.run_id) x.run_id, x.step_slug, s.deps_count,
+                SELECT DISTINCT ON (x.run_id) x.run_id, x.step_slug,
                        (SELECT d.dep_slug FROM flowworker.deps d
                         WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug) AS dep_slug,
                        r AS run, s AS step
@@ -76,17 +76,7 @@ BEGIN
                     coalesce(v_bad.dep_slug, 'the flow input'),
                     coalesce(jsonb_typeof(flowworker._map_source(v_bad.run, v_bad.step)), 'null')));
             END LOOP;
-            SELECT array_agg(x.run_id) AS runs, array_agg(x.step_slug) AS steps,
-                   array_agg(x.flow_slug) AS flows, array_agg(x.n) AS counts,
-                   array_agg(x.delay) AS delays
-            INTO v_ready
-            FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts,
-                        v_ready.delays) AS x(run_id, step_slug, flow_slug, n, delay)
-            WHERE x.run_id IN (SELECT r.run_id FROM flowworker.runs r
-                               WHERE r.run_id = ANY (v_ready.runs) AND r.status = 'started');
-            IF v_ready.runs IS NULL THEN
-                RETURN;
-            END IF;
+            CONTINUE;  -- the ready steps again, those of the failed runs left out
         END IF;
 
         UPDATE flowworker.step_states ss
