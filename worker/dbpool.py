@@ -61,6 +61,13 @@ def decode_json(text: str) -> Any:
         return UndecodableJson("nested too deeply for Python's JSON decoder")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Hand a connection back as it is. asyncpg's default reset is a round
+    trip per release (UNLISTEN, RESET ALL, ...) and so doubled every claim and
+    acknowledgement; these connections only call flowworker's functions, which
+    leave no session state (asyncpg still rolls back an open transaction)."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Outputs arrive here already serialised (so a bad one fails its attempt,
     # not the batch); text goes through as is.
@@ -110,6 +117,7 @@ class Database:
         try:
             self._pool = await asyncpg.create_pool(
                 asyncpg_dsn(self.url), min_size=1, max_size=self.size, init=_init_connection,
+                reset=_keep_session,
                 command_timeout=self.command_timeout, timeout=min(10.0, self.command_timeout),
                 statement_cache_size=self.statement_cache_size,
                 server_settings={"application_name": "flowworker"})

@@ -89,6 +89,9 @@ CREATE TABLE flowworker.runs (
 ) WITH (fillfactor = 80);
 
 CREATE INDEX runs_flow_status_idx ON flowworker.runs (flow_slug, status);
+-- fillfactor 50, as for step_tasks: batches of neighbouring rows are
+-- updated in one transaction (started, then counted off), and need room
+-- on their page for HOT updates.
 CREATE TABLE flowworker.step_states (
     run_id uuid NOT NULL REFERENCES flowworker.runs (run_id),
     step_slug text NOT NULL,
@@ -106,9 +109,12 @@ CREATE TABLE flowworker.step_states (
     failed_at timestamptz,
     PRIMARY KEY (run_id, step_slug),
     FOREIGN KEY (flow_slug, step_slug) REFERENCES flowworker.steps (flow_slug, step_slug)
-) WITH (fillfactor = 80);
--- fillfactor 80: a task row is updated at claim and at completion; the free
--- room keeps those updates on the page (HOT), without index churn.
+) WITH (fillfactor = 50);
+-- fillfactor 50: a task row is updated at claim and at completion, and a
+-- claim updates a whole batch of neighbouring rows in one transaction, so
+-- every row on a page needs room for its new version beside the old one.
+-- Then both updates stay on the page (HOT), without index churn; at 80 most
+-- of a batch's updates did not fit and wrote new index entries.
 CREATE TABLE flowworker.step_tasks (
     run_id uuid NOT NULL,
     step_slug text NOT NULL,
@@ -129,7 +135,7 @@ CREATE TABLE flowworker.step_tasks (
     PRIMARY KEY (run_id, step_slug, task_index),
     UNIQUE (flow_slug, message_id),
     FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 50);
 CREATE TABLE flowworker.workers (
     worker_id uuid PRIMARY KEY,
     flow_slug text NOT NULL,

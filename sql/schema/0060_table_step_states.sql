@@ -1,3 +1,6 @@
+-- fillfactor 50, as for step_tasks: batches of neighbouring rows are
+-- updated in one transaction (started, then counted off), and need room
+-- on their page for HOT updates.
 CREATE TABLE flowworker.step_states (
     run_id uuid NOT NULL REFERENCES flowworker.runs (run_id),
     step_slug text NOT NULL,
@@ -15,4 +18,4 @@ CREATE TABLE flowworker.step_states (
     failed_at timestamptz,
     PRIMARY KEY (run_id, step_slug),
     FOREIGN KEY (flow_slug, step_slug) REFERENCES flowworker.steps (flow_slug, step_slug)
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 50);
