@@ -85,15 +85,32 @@ BEGIN
     END IF;
 
     IF v_new IS NOT NULL THEN
-        INSERT INTO flowworker.step_states (run_id, step_slug, flow_slug, remaining_deps)
-        SELECT n.run_id, s.step_slug, s.flow_slug, s.deps_count
-        FROM unnest(v_new) AS n(run_id)
-        JOIN flowworker.steps s ON s.flow_slug = start_flows.flow_slug;
+        -- Root single steps start here, with their one task each: the common
+        -- case skips writing the step twice and looking for ready steps.
+        INSERT INTO flowworker.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps,
+                                                  status, started_at, initial_tasks,
+                                                  remaining_tasks)
+        SELECT n.run_id, s.step_slug, s.flow_slug, s.deps_count,
+               CASE WHEN r.root THEN 'started' ELSE 'created' END,
+               CASE WHEN r.root THEN now() END,
+               CASE WHEN r.root THEN 1 END, CASE WHEN r.root THEN 1 END
+        FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord)
+        JOIN flowworker.steps s ON s.flow_slug = start_flows.flow_slug
+        CROSS JOIN LATERAL (SELECT s.deps_count = 0 AND s.step_type = 'single' AS root) AS r
+        ORDER BY n.ord, s.step_index;
+        PERFORM flowworker._queue_tasks(
+            start_flows.flow_slug, array_agg(n.run_id ORDER BY n.ord, s.step_index),
+            array_agg(s.step_slug ORDER BY n.ord, s.step_index), array_agg(1),
+            array_agg(coalesce(s.start_delay, 0) ORDER BY n.ord, s.step_index))
+        FROM unnest(v_new) WITH ORDINALITY AS n(run_id, ord)
+        JOIN flowworker.steps s ON s.flow_slug = start_flows.flow_slug
+        WHERE s.deps_count = 0 AND s.step_type = 'single'
+        HAVING count(*) > 0;
         IF v_steps = 0 THEN
             UPDATE flowworker.runs r SET status = 'completed', completed_at = now(), output = '{}'
             WHERE r.run_id = ANY (v_new);
-        ELSE
-            PERFORM flowworker._start_ready_steps(v_new);
+        ELSIF v_root_map IS NOT NULL THEN
+            PERFORM flowworker._start_ready_steps(v_new);  -- root map steps: sized from the input
         END IF;
     END IF;
     RETURN QUERY

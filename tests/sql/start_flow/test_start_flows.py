@@ -449,3 +449,29 @@ def test_a_start_delay_holds_every_runs_first_message(conn: psycopg.Connection) 
     assert sorted((str(c.run_id), c.step_slug) for c in claim(conn, "later")) == sorted(
         (str(r), "b") for r in ids(rows))
     assert_invariants(conn, "later")
+
+
+def test_root_single_and_root_map_steps_start_side_by_side(conn: psycopg.Connection) -> None:
+    define(conn, "mixed", {"one": [], "each": [], "end": ["one", "each"]}, maps=("each",))
+    rows = start_many(conn, "mixed", [[1, 2], [], [3]])
+    expected = [({"one": "started", "each": "started", "end": "created"}, 1, 2),
+                ({"one": "started", "each": "completed", "end": "created"}, 1, 0),
+                ({"one": "started", "each": "started", "end": "created"}, 1, 1)]
+    for r, (statuses, one_tasks, each_tasks) in zip(ids(rows), expected, strict=True):
+        assert step_statuses(conn, r) == statuses
+        one, each = step_row(conn, r, "one"), step_row(conn, r, "each")
+        assert (one["initial_tasks"], one["remaining_tasks"]) == (one_tasks, one_tasks)
+        assert each["initial_tasks"] == each_tasks
+        assert step_row(conn, r, "end")["remaining_deps"] == (2 if each_tasks else 1)
+    assert queue_count(conn, "mixed") == 3 + 3
+    assert_invariants(conn, "mixed")
+
+
+def test_root_tasks_are_queued_in_input_order(conn: psycopg.Connection) -> None:
+    define(conn, "fifo", {"a": [], "b": [], "c": ["a"]})
+    rows = start_many(conn, "fifo", [{"n": n} for n in range(20)])
+    queued = conn.execute(
+        sql.SQL("SELECT (message->>'run_id')::uuid, message->>'step_slug' FROM {}"
+                " ORDER BY msg_id").format(queue_table("fifo"))).fetchall()
+    assert queued == [(r, s) for r in ids(rows) for s in "ab"]
+    assert_invariants(conn, "fifo")
