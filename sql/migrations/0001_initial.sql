@@ -989,7 +989,10 @@ SET search_path = ''
 -- started before the load) would scan them whole for as long as the
 -- session lives, so scans are ruled out; and a batch joins ~100 rows to
 -- the hot, cached tables, which the default random_page_cost prices as
--- dearer than a scan.
+-- dearer than a scan. Array arguments of every size would otherwise be
+-- planned anew on each call (a custom plan looks cheaper for each size):
+-- the one generic plan saves that, ~0.5 ms a call.
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
@@ -1294,7 +1297,10 @@ SET search_path = ''
 -- started before the load) would scan them whole for as long as the
 -- session lives, so scans are ruled out; and a batch joins ~100 rows to
 -- the hot, cached tables, which the default random_page_cost prices as
--- dearer than a scan.
+-- dearer than a scan. Array arguments of every size would otherwise be
+-- planned anew on each call (a custom plan looks cheaper for each size):
+-- the one generic plan saves that, ~0.5 ms a call.
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
