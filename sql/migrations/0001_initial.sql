@@ -839,9 +839,8 @@ BEGIN
     IF v_new IS NOT NULL THEN
         -- Root single steps start here, with their one task each: the common
         -- case skips writing the step twice and looking for ready steps.
-        INSERT INTO flowworker.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps,
-                                                  status, started_at, initial_tasks,
-                                                  remaining_tasks)
+        INSERT INTO flowworker.step_states (run_id, step_slug, flow_slug, remaining_deps,
+                                            status, started_at, initial_tasks, remaining_tasks)
         SELECT n.run_id, s.step_slug, s.flow_slug, s.deps_count,
                CASE WHEN r.root THEN 'started' ELSE 'created' END,
                CASE WHEN r.root THEN now() END,
@@ -989,9 +988,8 @@ SET search_path = ''
 -- started before the load) would scan them whole for as long as the
 -- session lives, so scans are ruled out; and a batch joins ~100 rows to
 -- the hot, cached tables, which the default random_page_cost prices as
--- dearer than a scan. Array arguments of every size would otherwise be
--- planned anew on each call (a custom plan looks cheaper for each size):
--- the one generic plan saves that, ~0.5 ms a call.
+-- dearer than a scan. One generic plan, as in ack_tasks: the batch size
+-- changes from call to call, and a custom plan for each would be planned anew.
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off

@@ -87,9 +87,8 @@ BEGIN
     IF v_new IS NOT NULL THEN
         -- Root single steps start here, with their one task each: the common
         -- case skips writing the step twice and looking for ready steps.
-        INSERT INTO flowworker.step_states AS ss (run_id, step_slug, flow_slug, remaining_deps,
-                                                  status, started_at, initial_tasks,
-                                                  remaining_tasks)
+        INSERT INTO flowworker.step_states (run_id, step_slug, flow_slug, remaining_deps,
+                                            status, started_at, initial_tasks, remaining_tasks)
         SELECT n.run_id, s.step_slug, s.flow_slug, s.deps_count,
                CASE WHEN r.root THEN 'started' ELSE 'created' END,
                CASE WHEN r.root THEN now() END,
