@@ -24,8 +24,10 @@ from flowworker.migrator import migrate
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "fw_template"
 START_BATCH = 1000
-CONCURRENCY = 100
 BATCH_SIZE = 100
+# Two batches of slots: one batch runs while the next is claimed, as the
+# README recommends for throughput. (PgQueuer's drain has no in-flight limit.)
+CONCURRENCY = 2 * BATCH_SIZE
 
 
 def worker_command(flows: list[str], *, drain: bool) -> list[str]:

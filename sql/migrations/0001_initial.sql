@@ -73,6 +73,10 @@ CREATE TABLE flowworker.deps (
 );
 
 CREATE INDEX deps_dependents_idx ON flowworker.deps (flow_slug, dep_slug);
+-- fillfactor 50 and no index on status: a run's row is updated as its
+-- steps finish, and with room on its page and no indexed column changed
+-- the new version stays on the page (HOT), without new index entries.
+-- Runs of a flow are found by (flow_slug, started_at), which never change.
 CREATE TABLE flowworker.runs (
     run_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     flow_slug text NOT NULL REFERENCES flowworker.flows (flow_slug),
@@ -86,9 +90,9 @@ CREATE TABLE flowworker.runs (
     completed_at timestamptz,
     failed_at timestamptz,
     cancelled_at timestamptz
-) WITH (fillfactor = 80);
+) WITH (fillfactor = 50);
 
-CREATE INDEX runs_flow_status_idx ON flowworker.runs (flow_slug, status);
+CREATE INDEX runs_flow_started_idx ON flowworker.runs (flow_slug, started_at);
 -- fillfactor 50, as for step_tasks: batches of neighbouring rows are
 -- updated in one transaction (started, then counted off), and need room
 -- on their page for HOT updates.
