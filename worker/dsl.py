@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable
@@ -44,8 +45,9 @@ class Step:
     timeout: int | None = None
     start_delay: int | None = None
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
+        # Asked twice per task; inspect's check costs a microsecond each time.
         return inspect.iscoroutinefunction(self.handler)
 
 
