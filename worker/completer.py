@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -62,8 +63,13 @@ class Completer:
         except asyncpg.PostgresError as exc:
             await self._ack_one_by_one(acks, exc)
             return
+        completed: Counter[tuple[str, str]] = Counter()
         for outcome, result in zip(acks, results, strict=True):
+            if result == "completed":
+                completed[outcome.task.flow.slug, outcome.task.step_slug] += 1
             self._report(outcome, result)
+        for (flow, step), count in completed.items():  # one locked increment per step
+            metrics.for_step(flow, step).completed.inc(count)
 
     async def _ack_one_by_one(self, acks: list[Outcome], exc: asyncpg.PostgresError) -> None:
         """One bad output (e.g. a \\u0000 that jsonb refuses) must not sink the
@@ -103,7 +109,6 @@ class Completer:
     def _report(self, outcome: Outcome, result: str) -> None:
         task = outcome.task
         if result == "completed":
-            metrics.for_step(task.flow.slug, task.step_slug).completed.inc()
             # Per-task success events cost as much as the task; DEBUG shows them.
             if logs.enabled(logging.DEBUG):
                 logs.event("task.completed", logging.DEBUG, **self._fields(outcome))

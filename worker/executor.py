@@ -118,18 +118,28 @@ async def _call(task: ClaimedTask, step: Step,
     ctx = _context(task)
     result: object = None
     error: str | None = None
+    # The worker's timeout sweep cancels the handler once this has passed:
+    # one check per tick for all tasks, instead of a timer each.
+    task.deadline = time.monotonic() + task.timeout
     try:
-        async with asyncio.timeout(task.timeout):
-            try:
-                if step.is_async:
-                    result = await step.handler(task.input, ctx)
-                else:
-                    # A timed-out thread is abandoned and its late result ignored.
-                    call = functools.partial(step.handler, task.input, ctx)
-                    result = await anyio.to_thread.run_sync(call, limiter=runner,
-                                                            abandon_on_cancel=True)
-            except Exception as exc:  # a handler's error fails its attempt
-                error = f"{type(exc).__name__}: {exc}"
-    except TimeoutError:
+        if step.is_async:
+            result = await step.handler(task.input, ctx)
+        else:
+            # A timed-out thread is abandoned and its late result ignored.
+            call = functools.partial(step.handler, task.input, ctx)
+            result = await anyio.to_thread.run_sync(call, limiter=runner,
+                                                    abandon_on_cancel=True)
+    except asyncio.CancelledError:
+        if not task.timed_out or task.cancel_reason is not None:
+            raise
+    except Exception as exc:  # a handler's error fails its attempt
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        task.deadline = None
+    if task.timed_out:
+        # The sweep's cancel is ours to absorb, even if the handler swallowed it.
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
         return None, None, True
     return result, error, False

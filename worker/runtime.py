@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import socket
 import sys
@@ -57,6 +58,8 @@ class Worker:
         self._handlers: set[asyncio.Task[None]] = set()
         self._handler_crash: BaseException | None = None
         self._outcomes = OutcomeQueue(settings.concurrency * 2)
+        for flow in flows:  # counted when scraped, not updated per task
+            metrics.in_flight(flow.slug).set_function(functools.partial(self._held, flow.slug))
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -110,6 +113,7 @@ class Worker:
         services.start_soon(supervisor.signals, self)
         services.start_soon(supervisor.heartbeat, self)
         services.start_soon(supervisor.watch_runs, self)
+        services.start_soon(supervisor.expire_handlers, self)
         services.start_soon(supervisor.loop_lag, self)
         if self.settings.drain:
             services.start_soon(supervisor.drain_watch, self)
@@ -174,10 +178,12 @@ class Worker:
     def _dispatch(self, task: ClaimedTask) -> None:
         self.slots.take(1)
         self.in_flight.add(task)
-        metrics.in_flight(task.flow.slug).inc()
         handle = asyncio.get_running_loop().create_task(self._run_task(task))
         self._handlers.add(handle)
         handle.add_done_callback(self._handler_done)
+
+    def _held(self, flow_slug: str) -> int:
+        return sum(1 for task in self.in_flight if task.flow.slug == flow_slug)
 
     def _handler_done(self, handle: asyncio.Task[None]) -> None:
         self._handlers.discard(handle)
@@ -204,7 +210,6 @@ class Worker:
             # From here on a cancel (a finished run, shutdown) must not lose the outcome.
             task.handle = None
             self.in_flight.discard(task)
-            metrics.in_flight(task.flow.slug).dec()
             if task.finished is not None:
                 task.finished.set()
         await self._outcomes.put(outcome)

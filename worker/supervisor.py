@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from typing import TYPE_CHECKING
 
 import anyio
 
 from flowworker import logs, metrics
 from flowworker.dbpool import is_retryable
+from flowworker.tasks import expire_overdue
 
 if TYPE_CHECKING:
     from flowworker.runtime import Worker
 
 RUN_WATCH_INTERVAL = 0.5  # seconds between checks for cancelled/failed runs in flight
 DRAIN_CHECK_INTERVAL = 0.1
+TIMEOUT_TICK = 0.05  # seconds: a handler is cancelled at most this long after its timeout
 
 
 async def heartbeat(worker: Worker) -> None:
@@ -35,6 +38,13 @@ async def heartbeat(worker: Worker) -> None:
                 raise
             logs.event("worker.heartbeat_missed", error=type(exc).__name__)
         await anyio.sleep(worker.settings.heartbeat_interval)
+
+
+async def expire_handlers(worker: Worker) -> None:
+    """Cancel the handlers that ran past their task's timeout."""
+    while True:
+        await anyio.sleep(TIMEOUT_TICK)
+        expire_overdue(worker.in_flight, time.monotonic())
 
 
 async def watch_runs(worker: Worker) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
@@ -37,6 +38,8 @@ class ClaimedTask:
     cancel_reason: Kind | None = None
     handle: asyncio.Task[None] | None = None  # the asyncio task running it
     finished: asyncio.Event | None = None  # made only for those someone waits on
+    deadline: float | None = None  # monotonic time its running handler is cancelled at
+    timed_out: bool = False
 
     def cancel(self, reason: Kind) -> None:
         """Stop the handler: `discard` when the run ended, `release` on shutdown."""
@@ -45,9 +48,22 @@ class ClaimedTask:
             if self.handle is not None:
                 self.handle.cancel()
 
+    def expire(self) -> None:
+        """Cancel a handler that ran past its timeout (unless cancelled already)."""
+        if self.cancel_reason is None and not self.timed_out and self.handle is not None:
+            self.timed_out = True
+            self.handle.cancel()
+
     def fields(self) -> dict[str, Any]:
         return {"flow": self.flow.slug, "step": self.step_slug, "run_id": str(self.run_id),
                 "task_index": self.task_index, "attempt": self.attempt}
+
+
+def expire_overdue(tasks: Iterable[ClaimedTask], now: float) -> None:
+    """Cancel the running handlers whose deadline is at or before `now`."""
+    for task in tasks:
+        if task.deadline is not None and task.deadline <= now:
+            task.expire()
 
 
 @dataclass(slots=True)
