@@ -40,7 +40,7 @@ lint: install ## ruff and mypy --strict
 	$(VENV)/bin/mypy
 
 .PHONY: bench bench-quick
-bench: install ## Benchmark vs PgQueuer and pgbench (10-25 min); writes docs/performance.*
+bench: install ## Benchmark vs PgQueuer and pgbench (5-10 min); writes docs/performance.*
 	$(PY) -m bench
 
 bench-quick: install ## The benchmark once with small N (< 2 min); writes bench/results/quick.*

@@ -30,6 +30,18 @@ def _undecodable(task: ClaimedTask) -> str | None:
     return None
 
 
+MAX_ERROR_CHARS = 8192  # an exception's text is stored with every failed attempt
+
+
+def _describe(exc: Exception) -> str:
+    """`Type: message`, cut short when the message is huge (a payload in an
+    exception must not bloat every attempt's row)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"{text[:MAX_ERROR_CHARS]}... [{len(text) - MAX_ERROR_CHARS} more characters cut]"
+
+
 def _serialise(result: object, max_bytes: int) -> tuple[str | None, str | None]:
     """(JSON text, None), or (None, why the output cannot be stored)."""
     try:
@@ -133,7 +145,7 @@ async def _call(task: ClaimedTask, step: Step,
         if not task.timed_out or task.cancel_reason is not None:
             raise
     except Exception as exc:  # a handler's error fails its attempt
-        error = f"{type(exc).__name__}: {exc}"
+        error = _describe(exc)
     finally:
         task.deadline = None
     if task.timed_out:

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from flowworker import Context, Flow
-from flowworker.executor import Limits, execute
+from flowworker.executor import MAX_ERROR_CHARS, Limits, execute
 from flowworker.tasks import ClaimedTask, Outcome, expire_overdue
 
 flow = Flow("sweep", timeout=30)
@@ -36,6 +36,11 @@ async def swallows(_input: Any, _ctx: Context) -> str:
     except asyncio.CancelledError:
         return "kept going"
     return "done"
+
+
+@flow.step()
+async def raises_big(_input: Any, _ctx: Context) -> None:
+    raise ValueError("x" * 100_000)
 
 
 def claimed(step: str) -> ClaimedTask:
@@ -105,3 +110,12 @@ async def test_a_discard_is_not_turned_into_a_timeout() -> None:
     outcome = await finish(handle)
     assert outcome.kind == "discard"
     assert not task.timed_out
+
+
+async def test_a_huge_exception_message_is_cut_short() -> None:
+    outcome = await execute(claimed("raises_big"), limits())
+    assert outcome.kind == "error"
+    assert outcome.error is not None
+    assert outcome.error.startswith("ValueError: xxx")
+    assert outcome.error.endswith(f"... [{100_012 - MAX_ERROR_CHARS} more characters cut]")
+    assert len(outcome.error) < MAX_ERROR_CHARS + 50
