@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import Database, Event, Ledger, WorkerProcess, wait_until
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

@@ -12,7 +12,6 @@ from functools import partial
 import psycopg
 import pytest
 
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import (
     Database,
     Ledger,
@@ -23,6 +22,7 @@ from tests.acceptance.harness import (
 from tests.apps.flows import diamond_expected
 from tests.apps.ledger import APPLICATION_NAME as LEDGER_APP
 from tests.support.database import PgServer
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

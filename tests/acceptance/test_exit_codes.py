@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from flowworker.devdb import free_port
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import Database, WorkerProcess
 from tests.support.database import PgServer
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

@@ -12,8 +12,8 @@ from functools import partial
 
 import pytest
 
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import Database, Ledger, WorkerProcess, percentile, wait_until
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 import pytest
 
 from flowworker.devdb import free_port
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import (
     Database,
     Sample,
@@ -21,6 +20,7 @@ from tests.acceptance.harness import (
     wait_until,
 )
 from tests.support.database import PgServer
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import Database, Ledger, WorkerProcess, wait_until
 from tests.apps.flows import diamond_expected
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import Database, Ledger
 from tests.apps.flows import diamond_expected
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from tests.acceptance.conftest import Spawn
 from tests.acceptance.harness import Database, Ledger, wait_until
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = pytest.mark.acceptance
 

@@ -19,7 +19,6 @@ import pytest
 from flowworker.devdb import FAST_SETTINGS, LocalCluster
 from flowworker.migrator import migrate
 from tests.acceptance.harness import Database, apply_flows, check_invariants, wait_until
-from tests.faults.conftest import Spawn
 from tests.faults.support import (
     FAULTS_APP,
     LISTENER_APPLICATION,
@@ -28,6 +27,7 @@ from tests.faults.support import (
     connections_by_worker,
     log_lines_since,
 )
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

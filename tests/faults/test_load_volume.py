@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from tests.acceptance.harness import Database, Ledger
-from tests.faults.conftest import Spawn
 from tests.faults.support import deadlocks, log_lines_since, log_size
 from tests.support.database import PgServer
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow, pytest.mark.usefixtures("invariants")]
 

@@ -38,17 +38,7 @@ from typing import Literal
 
 import pytest
 
-from tests.acceptance.conftest import (  # noqa: F401 - fixtures used by name
-    Spawn,
-    db,
-    dbname,
-    invariants,
-    ledger,
-    spawn,
-    spawned,
-    worker_log_dir,
-)
-from tests.acceptance.harness import Database, Ledger, as_url, wait_until
+from tests.acceptance.harness import APP, Database, Ledger, as_url, wait_until
 from tests.apps.flows import diamond_expected
 from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Direction,
@@ -58,8 +48,15 @@ from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Verdict,
     db_proxy,
 )
+from tests.support.worker_fixtures import Spawn
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
+
+
+@pytest.fixture
+def default_app() -> str:
+    """These workers run the acceptance app (tests/apps/flows.py)."""
+    return APP
 
 ACK_FUNCTION = "flowworker.ack_tasks"
 CutMode = Literal["lost", "uncommitted", "committed"]

@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - the acceptance fixtures are imported so that pytest finds them here
+
 """RELIABILITY D9: worker clocks skewed by -10 and +10 minutes (libfaketime,
 Debian package `libfaketime`, LD_PRELOADed into the worker processes), and
 database sessions in an odd time zone (Pacific/Chatham, UTC+12:45/+13:45,
@@ -30,16 +30,6 @@ from pathlib import Path
 import pytest
 
 from flowworker.dbpool import connect
-from tests.acceptance.conftest import (  # noqa: F401 - fixtures used by name
-    Spawn,
-    db,
-    dbname,
-    invariants,
-    ledger,
-    spawn,
-    spawned,
-    worker_log_dir,
-)
 from tests.acceptance.harness import (
     Database,
     Ledger,
@@ -49,8 +39,15 @@ from tests.acceptance.harness import (
     wait_until,
 )
 from tests.faults.chaos.flows import BACKOFF_FAILURES
+from tests.support.worker_fixtures import Spawn
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
+
+
+@pytest.fixture
+def default_app() -> str:
+    """These workers run the acceptance app (tests/apps/flows.py)."""
+    return APP
 
 APP = "tests.faults.chaos.flows"
 INSTALL_HINT = "run scripts/install-test-deps.sh as root (make test does)"

@@ -26,17 +26,7 @@ from pathlib import Path
 import pytest
 
 from flowworker.devdb import free_port
-from tests.acceptance.conftest import (  # noqa: F401 - fixtures used by name
-    Spawn,
-    db,
-    dbname,
-    invariants,
-    ledger,
-    spawn,
-    spawned,
-    worker_log_dir,
-)
-from tests.acceptance.harness import Database, Event, Ledger, as_url, http_get, wait_until
+from tests.acceptance.harness import APP, Database, Event, Ledger, as_url, http_get, wait_until
 from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Direction,
     Message,
@@ -45,8 +35,15 @@ from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Verdict,
     db_proxy,
 )
+from tests.support.worker_fixtures import Spawn
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
+
+
+@pytest.fixture
+def default_app() -> str:
+    """These workers run the acceptance app (tests/apps/flows.py)."""
+    return APP
 
 RUNS = 10
 COMMAND_TIMEOUT = 3.0

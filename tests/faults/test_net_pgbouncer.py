@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - the acceptance fixtures are imported so that pytest finds them here
+
 """RELIABILITY D8: the worker behind PgBouncer in transaction pooling mode.
 
 PgBouncer (Debian package `pgbouncer`, installed by scripts/install-test-deps.sh,
@@ -35,21 +35,18 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from flowworker.devdb import free_port
-from tests.acceptance.conftest import (  # noqa: F401 - fixtures used by name
-    Spawn,
-    db,
-    dbname,
-    invariants,
-    ledger,
-    spawn,
-    spawned,
-    worker_log_dir,
-)
-from tests.acceptance.harness import Database, Ledger, WorkerProcess, as_url, wait_until
+from tests.acceptance.harness import APP, Database, Ledger, WorkerProcess, as_url, wait_until
 from tests.apps.flows import diamond_expected
 from tests.support.database import PgServer
+from tests.support.worker_fixtures import Spawn
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
+
+
+@pytest.fixture
+def default_app() -> str:
+    """These workers run the acceptance app (tests/apps/flows.py)."""
+    return APP
 
 INSTALL_HINT = "run scripts/install-test-deps.sh as root (make test does)"
 RUNS = 20

@@ -26,8 +26,8 @@ import pytest
 
 from tests.acceptance.harness import Database, Ledger, wait_until
 from tests.apps.faults import STRAY_MARKER_ENV
-from tests.faults.conftest import Spawn
 from tests.faults.support import queue_rows, send_raw
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

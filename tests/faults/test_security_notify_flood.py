@@ -22,8 +22,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from tests.acceptance.harness import Database, wait_until
-from tests.faults.conftest import Spawn
 from tests.support.database import PgServer
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

@@ -14,8 +14,8 @@ import pytest
 from flowworker.devdb import free_port
 from flowworker.settings import Settings
 from tests.acceptance.harness import Database, WorkerProcess, http_get, wait_until
-from tests.faults.conftest import Spawn
 from tests.faults.support import tcp_sockets
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

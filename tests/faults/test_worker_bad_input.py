@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 from tests.acceptance.harness import Database, Ledger, wait_until
-from tests.faults.conftest import Spawn
 from tests.faults.support import queue_rows, send_raw
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

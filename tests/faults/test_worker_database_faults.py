@@ -35,9 +35,9 @@ from tests.acceptance.harness import (
     http_get,
     wait_until,
 )
-from tests.faults.conftest import Spawn
 from tests.faults.support import LISTENER_APPLICATION, POOL_APPLICATION, cpu_seconds
 from tests.support.database import PgServer
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

@@ -19,7 +19,7 @@ import pytest
 
 from flowworker.devdb import free_port
 from tests.acceptance.harness import Database, Ledger, metric, scrape, wait_until
-from tests.faults.conftest import Spawn
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

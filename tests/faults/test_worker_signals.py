@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.harness import APP, Database, Ledger, WorkerProcess, wait_until
-from tests.faults.conftest import Spawn
 from tests.faults.support import claims, install_claim_log
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

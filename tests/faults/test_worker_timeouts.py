@@ -31,7 +31,7 @@ from tests.acceptance.harness import (
     http_get,
     wait_until,
 )
-from tests.faults.conftest import Spawn
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.harness import Database, Event, Ledger, WorkerProcess, wait_until
-from tests.faults.conftest import Spawn
+from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
 
