@@ -38,7 +38,7 @@ from typing import Literal
 
 import pytest
 
-from tests.acceptance.harness import APP, Database, Ledger, as_url, wait_until
+from tests.acceptance.harness import Database, Ledger, as_url, wait_until
 from tests.apps.flows import diamond_expected
 from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Direction,
@@ -48,15 +48,12 @@ from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Verdict,
     db_proxy,
 )
-from tests.support.worker_fixtures import Spawn
+from tests.support.worker_fixtures import (  # noqa: F401 - default_app used by name:
+    Spawn,  # these workers run the acceptance app, not the faults conftest's
+    default_app,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
-
-
-@pytest.fixture
-def default_app() -> str:
-    """These workers run the acceptance app (tests/apps/flows.py)."""
-    return APP
 
 ACK_FUNCTION = "flowworker.ack_tasks"
 CutMode = Literal["lost", "uncommitted", "committed"]

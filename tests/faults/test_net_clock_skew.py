@@ -39,15 +39,12 @@ from tests.acceptance.harness import (
     wait_until,
 )
 from tests.faults.chaos.flows import BACKOFF_FAILURES
-from tests.support.worker_fixtures import Spawn
+from tests.support.worker_fixtures import (  # noqa: F401 - default_app used by name:
+    Spawn,  # these workers run the acceptance app, not the faults conftest's
+    default_app,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
-
-
-@pytest.fixture
-def default_app() -> str:
-    """These workers run the acceptance app (tests/apps/flows.py)."""
-    return APP
 
 APP = "tests.faults.chaos.flows"
 INSTALL_HINT = "run scripts/install-test-deps.sh as root (make test does)"

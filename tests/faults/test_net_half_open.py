@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from flowworker.devdb import free_port
-from tests.acceptance.harness import APP, Database, Event, Ledger, as_url, http_get, wait_until
+from tests.acceptance.harness import Database, Event, Ledger, as_url, http_get, wait_until
 from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Direction,
     Message,
@@ -35,15 +35,12 @@ from tests.faults.proxy import (  # noqa: F401 - fixture used by name
     Verdict,
     db_proxy,
 )
-from tests.support.worker_fixtures import Spawn
+from tests.support.worker_fixtures import (  # noqa: F401 - default_app used by name:
+    Spawn,  # these workers run the acceptance app, not the faults conftest's
+    default_app,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
-
-
-@pytest.fixture
-def default_app() -> str:
-    """These workers run the acceptance app (tests/apps/flows.py)."""
-    return APP
 
 RUNS = 10
 COMMAND_TIMEOUT = 3.0

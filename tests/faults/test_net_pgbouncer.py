@@ -35,18 +35,15 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from flowworker.devdb import free_port
-from tests.acceptance.harness import APP, Database, Ledger, WorkerProcess, as_url, wait_until
+from tests.acceptance.harness import Database, Ledger, WorkerProcess, as_url, wait_until
 from tests.apps.flows import diamond_expected
 from tests.support.database import PgServer
-from tests.support.worker_fixtures import Spawn
+from tests.support.worker_fixtures import (  # noqa: F401 - default_app used by name:
+    Spawn,  # these workers run the acceptance app, not the faults conftest's
+    default_app,
+)
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
-
-
-@pytest.fixture
-def default_app() -> str:
-    """These workers run the acceptance app (tests/apps/flows.py)."""
-    return APP
 
 INSTALL_HINT = "run scripts/install-test-deps.sh as root (make test does)"
 RUNS = 20
