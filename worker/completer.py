@@ -41,6 +41,8 @@ class Completer:
                     # Unwritten claims expire and are redelivered elsewhere.
                     for outcome in batch:
                         logs.event("task.unwritten", **outcome.task.fields())
+                finally:
+                    self.outcomes.written(len(batch))
 
     async def write(self, batch: list[Outcome]) -> None:
         releases = [o for o in batch if o.kind == "release"]

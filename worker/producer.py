@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from uuid import UUID
 
 import anyio
 
 from flowworker import logs
+from flowworker.alone import run_alone
 from flowworker.dbpool import Database, backoff, is_retryable
 from flowworker.dsl import Flow
 from flowworker.settings import Settings
@@ -28,7 +29,8 @@ class Producer:
 
     def __init__(self, flow: Flow, worker_id: UUID, db: Database, settings: Settings,
                  slots: Slots, dispatch: Callable[[ClaimedTask], None],
-                 notify_works: Callable[[], bool]) -> None:
+                 notify_works: Callable[[], bool],
+                 all_written: Callable[[], Awaitable[None]]) -> None:
         self.flow = flow
         self.worker_id = worker_id
         self.db = db
@@ -36,6 +38,7 @@ class Producer:
         self.slots = slots
         self.dispatch = dispatch
         self.notify_works = notify_works
+        self.all_written = all_written
         self._wake = anyio.Event()
         self._interval = settings.poll_min_interval
         self.idle = False  # the last claim found nothing
@@ -68,18 +71,24 @@ class Producer:
         self.idle = not claimed
         if claimed:
             self._interval = self.settings.poll_min_interval
+        self.first_round.set()
+        if claimed and claimed[0].isolated:
+            # start_tasks hands out a task whose worker was lost twice alone.
+            await run_alone(claimed[0], self.slots, self.dispatch, self.all_written, self._renew,
+                            (claimed[0].timeout + self.settings.claim_grace) / 2)
+            return True
         for task in claimed:
             self.dispatch(task)
-        self.first_round.set()
-        suspects = [task for task in claimed if task.isolated]
-        if suspects:
-            # start_tasks hands out a task whose worker was lost twice alone;
-            # run it alone too, so that if it is a poison it takes nothing along.
-            finished = suspects[0].finished
-            assert finished is not None
-            await finished.wait()
-            return True
         return len(claimed) == wanted
+
+    async def _renew(self, task: ClaimedTask) -> bool:
+        """Keep the claim hidden for a full timeout again; False if it is no longer ours."""
+        current = await self.db.retrying("extend_claims", lambda: self.db.fetchval(
+            "extend_claims", self.flow.slug, [task.run_id], [task.step_slug],
+            [task.task_index], [task.attempt], task.timeout + self.settings.claim_grace))
+        if not current:
+            logs.event("task.claim_lost", **task.fields())
+        return bool(current)
 
     async def _claim(self, wanted: int) -> list[ClaimedTask]:
         attempt = 0

@@ -87,7 +87,8 @@ class Worker:
     async def _serve(self) -> None:
         completer = Completer(self.db, self._outcomes, self._on_written, self._give_up)
         self.producers = [Producer(flow, self.worker_ids[flow.slug], self.db, self.settings,
-                                   self.slots, self._dispatch, self.notify_works)
+                                   self.slots, self._dispatch, self.notify_works,
+                                   self._outcomes.all_written)
                           for flow in self.flows]
         by_slug = {p.flow.slug: p for p in self.producers}
         self._crashed = anyio.Event()

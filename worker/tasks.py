@@ -89,6 +89,7 @@ class Slots:
         self.total = total
         self.used = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.alone = asyncio.Lock()  # held while a task runs alone (alone.py)
 
     @property
     def free(self) -> int:
@@ -147,6 +148,8 @@ class OutcomeQueue:
         self._closed = False
         self._has_items: asyncio.Future[None] | None = None
         self._has_room: asyncio.Future[None] | None = None
+        self._unwritten = 0  # put and not yet written back
+        self._all_written: asyncio.Future[None] | None = None
 
     @staticmethod
     def _release(future: asyncio.Future[None] | None) -> None:
@@ -159,7 +162,21 @@ class OutcomeQueue:
                 self._has_room = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._has_room)
         self._items.append(outcome)
+        self._unwritten += 1
         self._release(self._has_items)
+
+    def written(self, count: int) -> None:
+        """The completer is done with `count` outcomes it took (written or given up)."""
+        self._unwritten -= count
+        if not self._unwritten:
+            self._release(self._all_written)
+
+    async def all_written(self) -> None:
+        """Wait until every outcome put so far has been written back."""
+        while self._unwritten:
+            if self._all_written is None or self._all_written.done():
+                self._all_written = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._all_written)
 
     def close(self) -> None:
         """No more outcomes: take returns what is left, then an empty batch."""

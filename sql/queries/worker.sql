@@ -46,3 +46,6 @@ SELECT value FROM flowworker.config WHERE name = 'max_output_bytes'
 -- name: notify
 -- A probe: does a NOTIFY from this connection reach the LISTEN connection?
 SELECT pg_notify($1, '')
+
+-- name: extend_claims
+SELECT flowworker.extend_claims($1, $2, $3, $4, $5, $6)

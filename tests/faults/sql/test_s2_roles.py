@@ -286,8 +286,10 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
         run_id = run["run_id"]
         assert q("finished_runs", [run_id, doomed["run_id"]]) == [(doomed["run_id"],)]
 
-        # Hand one claim back and take it again, then work the run to its end.
+        # Renew one claim, hand it back and take it again, then work the run to its end.
         (first,) = q("start_tasks", "roles", worker_id, 10, 5)
+        assert q("extend_claims", "roles", [first[1]], [first[2]], [first[3]], [first[4]],
+                 30) == [(1,)]
         assert q("release_tasks", [first[1]], [first[2]], [first[3]], [first[4]],
                  [worker_id]) == [(1,)]
         outputs: dict[str, Any] = {}
