@@ -1,6 +1,9 @@
 -- Record a failed attempt under its claim. Returns 'retry' when the task is
 -- queued again (visible after the backoff delay), 'failed' when attempts are
 -- exhausted and the run failed, 'stale' when the claim is no longer current.
+-- The error text is stored with every failed attempt, so a huge one is cut
+-- to 8,192 characters and a note of how many were cut, as the worker cuts an
+-- exception's text (a text the worker already cut is left as it is).
 CREATE FUNCTION flowworker.fail_task(
     run_id uuid, step_slug text, task_index int, attempt int, error_message text
 )
@@ -18,6 +21,11 @@ DECLARE
     v_task flowworker.step_tasks;
     v_max_attempts int;
     v_base_delay int;
+    v_error pg_catalog.text := CASE
+        WHEN pg_catalog.length(fail_task.error_message) > 8192 + 100
+        THEN pg_catalog.left(fail_task.error_message, 8192) || '... ['
+             || (pg_catalog.length(fail_task.error_message) - 8192) || ' more characters cut]'
+        ELSE fail_task.error_message END;
 BEGIN
     SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
     WHERE r.run_id = fail_task.run_id AND r.status = 'started' FOR UPDATE;
@@ -39,7 +47,7 @@ BEGIN
 
     IF v_task.attempts_count < v_max_attempts THEN
         UPDATE flowworker.step_tasks t
-        SET status = 'queued', error_message = fail_task.error_message
+        SET status = 'queued', error_message = v_error
         WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
           AND t.task_index = fail_task.task_index;
         PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_task.message_id],
@@ -47,11 +55,11 @@ BEGIN
         RETURN 'retry';
     END IF;
     UPDATE flowworker.step_tasks t
-    SET status = 'failed', error_message = fail_task.error_message, failed_at = now()
+    SET status = 'failed', error_message = v_error, failed_at = now()
     WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
       AND t.task_index = fail_task.task_index;
     PERFORM flowworker.queue_archive(v_flow_slug, ARRAY[v_task.message_id]);
-    PERFORM flowworker._fail_run(fail_task.run_id, fail_task.step_slug, fail_task.error_message);
+    PERFORM flowworker._fail_run(fail_task.run_id, fail_task.step_slug, v_error);
     RETURN 'failed';
 END;
 $$;
