@@ -29,4 +29,5 @@ def test_an_error_the_worker_already_cut_is_kept_as_it_is(conn: psycopg.Connecti
     assert task["error_message"] == text
     run = conn.execute("SELECT error_message FROM flowworker.runs WHERE run_id = %s",
                        (run_id,)).fetchone()
-    assert run is not None and run[0] == text
+    assert run is not None
+    assert run[0] == text
