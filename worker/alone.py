@@ -10,6 +10,7 @@ claim is renewed, since the wait spends its visibility timeout.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -34,13 +35,18 @@ async def run_alone(task: ClaimedTask, slots: Slots, dispatch: Callable[[Claimed
             slots.take(free)
             held += free
 
+    # One renewal schedule across all the waits: the claim was made just now.
+    renew_at = time.monotonic() + renew_every
+
     async def keep_claim_while(wait: Callable[[], Awaitable[object]]) -> bool:
+        nonlocal renew_at
         while True:
-            with anyio.move_on_after(renew_every):
+            with anyio.move_on_after(max(0.0, renew_at - time.monotonic())):
                 await wait()
                 return True
             if not await renew(task):
                 return False
+            renew_at = time.monotonic() + renew_every
 
     try:
         # One isolated task at a time: two holding half the slots each would wait forever.

@@ -1269,12 +1269,25 @@ AS $$
 DECLARE
     v_msg_ids bigint[];
 BEGIN
-    SELECT array_agg(t.message_id) INTO v_msg_ids
-    FROM unnest(run_ids, step_slugs, task_indexes, attempts) AS c(run_id, step_slug, task_index, attempt)
-    JOIN flowworker.step_tasks t
-      ON t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
-    WHERE t.flow_slug = extend_claims.flow_slug
-      AND t.status = 'started' AND t.attempts_count = c.attempt;
+    -- Lock the tasks, so that a re-claim by start_tasks in flight right now
+    -- is waited for and its new attempt seen: an expired claim another worker
+    -- takes meanwhile is not reported as still current. Their runs are
+    -- shared first, in run order, as every writer locks run, task, message;
+    -- then only start_tasks, which never waits, can hold a task lock here.
+    PERFORM 1 FROM flowworker.runs r WHERE r.run_id = ANY (extend_claims.run_ids)
+    ORDER BY r.run_id FOR SHARE;
+    SELECT array_agg(x.message_id) INTO v_msg_ids
+    FROM (
+        SELECT t.message_id
+        FROM unnest(run_ids, step_slugs, task_indexes, attempts)
+                 AS c(run_id, step_slug, task_index, attempt)
+        JOIN flowworker.step_tasks t
+          ON t.run_id = c.run_id AND t.step_slug = c.step_slug AND t.task_index = c.task_index
+        WHERE t.flow_slug = extend_claims.flow_slug
+          AND t.status = 'started' AND t.attempts_count = c.attempt
+        ORDER BY t.run_id, t.step_slug, t.task_index
+        FOR UPDATE OF t
+    ) AS x;
     IF v_msg_ids IS NULL THEN
         RETURN 0;
     END IF;

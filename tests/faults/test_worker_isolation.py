@@ -129,7 +129,9 @@ def test_a_task_lost_twice_starts_only_after_the_tasks_beside_it_are_written(
         f"the task beside the poison died with it: {done}")
     [run] = ledger.rows(run_ids=[suspect])
     assert (run.attempt, run.pid) == (3, worker.pid)
-    assert run.at > ledger.rows(run_ids=[beside])[0].at
+    written_at = db.scalar("SELECT completed_at FROM flowworker.step_tasks WHERE run_id = %s",
+                           (beside,))
+    assert run.at > written_at, "the suspect started before the task beside it was written"
     [untouched] = db.tasks([later])
     assert (untouched.status, untouched.attempts_count) == ("queued", 0), (
         f"a task was claimed into the isolated worker: {untouched}")

@@ -4,6 +4,7 @@ real functions and read back what the state machine wrote."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -281,3 +282,18 @@ def assert_invariants(conn: psycopg.Connection, flow: str) -> None:
         if rows:
             broken[name] = rows
     assert broken == {}
+
+
+def wait_until(check: Callable[[], bool], what: str, deadline: float = 10) -> None:
+    """Poll check() until it holds; fail after `deadline` seconds."""
+    end = time.monotonic() + deadline
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def blocked_or_done(conn: psycopg.Connection, pid: int, thread: threading.Thread) -> bool:
+    """The thread's statement on backend `pid` waits for a lock, or it has ended."""
+    row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                       (pid,)).fetchone()
+    return not thread.is_alive() or (row is not None and row[0] == "Lock")

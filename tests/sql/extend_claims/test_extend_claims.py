@@ -1,13 +1,27 @@
-"""extend_claims keeps current claims hidden longer and ignores stale ones."""
+"""extend_claims keeps current claims hidden longer and ignores stale ones,
+including one another worker is re-claiming at that very moment."""
 
 from __future__ import annotations
 
+import threading
+import uuid
 from dataclasses import replace
 
 import psycopg
 import pytest
 
-from tests.sql.helpers import Claim, assert_invariants, claim, define, start, visible_in, vt_of
+from tests.sql.helpers import (
+    Claim,
+    assert_invariants,
+    blocked_or_done,
+    claim,
+    define,
+    expire,
+    start,
+    visible_in,
+    vt_of,
+    wait_until,
+)
 
 
 def extend(conn: psycopg.Connection, claims: list[Claim], seconds: int) -> int:
@@ -34,4 +48,28 @@ def test_extend_current_claims_only(conn: psycopg.Connection) -> None:
         assert extend(conn, [c0], 1) == 1
         assert visible_in(conn, "ext", c0.msg_id) > 500, "extending never shortens a claim"
     assert extend(conn, [], 600) == 0
+    assert_invariants(conn, "ext")
+
+
+def test_a_reclaim_in_flight_makes_the_expired_claim_stale(conn: psycopg.Connection,
+                                                          db_url: str) -> None:
+    """A worker renewing a claim that expired, while another worker's
+    start_tasks is taking it over, must learn that it lost it (and must not
+    push the new holder's visibility timeout): otherwise both run the task."""
+    define(conn, "ext", {"only": []}, timeout=10)
+    start(conn, "ext")
+    (old,) = claim(conn, "ext")
+    expire(conn, "ext", [old.msg_id])
+    renewed: list[int] = []
+    with psycopg.connect(db_url) as rival, psycopg.connect(db_url, autocommit=True) as renewer:
+        (new,) = claim(rival, "ext", worker=uuid.uuid4())  # its transaction stays open
+        assert new.attempt == old.attempt + 1
+        thread = threading.Thread(target=lambda: renewed.append(extend(renewer, [old], 600)))
+        thread.start()
+        wait_until(lambda: blocked_or_done(conn, renewer.info.backend_pid, thread),
+                   "the renewal waits for the re-claim")
+        rival.commit()
+        thread.join(timeout=10)
+    assert renewed == [0], "the renewal reported a claim another worker had taken"
+    assert visible_in(conn, "ext", old.msg_id) < 16, "the new holder's claim was pushed out"
     assert_invariants(conn, "ext")

@@ -8,35 +8,22 @@ that A is caught in the middle of cancelling run 1 while B starts.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 
 import psycopg
 
 from tests.sql.helpers import (
     Claim,
     assert_invariants,
+    blocked_or_done,
     claim,
     define,
     queued_ids,
     run_row,
     start,
     tasks,
+    wait_until,
 )
-
-
-def wait_until(check: Callable[[], bool], what: str, deadline: float = 10) -> None:
-    end = time.monotonic() + deadline
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting until {what}"
-        time.sleep(0.01)
-
-
-def blocked_or_done(conn: psycopg.Connection, pid: int, thread: threading.Thread) -> bool:
-    row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
-                       (pid,)).fetchone()
-    return not thread.is_alive() or (row is not None and row[0] == "Lock")
 
 
 def test_crossed_lost_tasks_do_not_deadlock(conn: psycopg.Connection, db_url: str) -> None:
