@@ -4,7 +4,6 @@ real functions and read back what the state machine wrote."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -282,14 +281,6 @@ def assert_invariants(conn: psycopg.Connection, flow: str) -> None:
         if rows:
             broken[name] = rows
     assert broken == {}
-
-
-def wait_until(check: Callable[[], bool], what: str, deadline: float = 10) -> None:
-    """Poll check() until it holds; fail after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting until {what}"
-        time.sleep(0.01)
 
 
 def blocked_or_done(conn: psycopg.Connection, pid: int, thread: threading.Thread) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import psycopg
 import pytest
 
+from tests.acceptance.harness import wait_until
 from tests.sql.helpers import (
     Claim,
     assert_invariants,
@@ -20,7 +21,6 @@ from tests.sql.helpers import (
     start,
     visible_in,
     vt_of,
-    wait_until,
 )
 
 
@@ -66,8 +66,8 @@ def test_a_reclaim_in_flight_makes_the_expired_claim_stale(conn: psycopg.Connect
         assert new.attempt == old.attempt + 1
         thread = threading.Thread(target=lambda: renewed.append(extend(renewer, [old], 600)))
         thread.start()
-        wait_until(lambda: blocked_or_done(conn, renewer.info.backend_pid, thread),
-                   "the renewal waits for the re-claim")
+        wait_until(lambda: blocked_or_done(conn, renewer.info.backend_pid, thread), timeout=10,
+                   interval=0.01, message="the renewal waits for the re-claim")
         rival.commit()
         thread.join(timeout=10)
     assert renewed == [0], "the renewal reported a claim another worker had taken"

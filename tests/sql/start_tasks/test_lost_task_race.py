@@ -12,6 +12,7 @@ import uuid
 
 import psycopg
 
+from tests.acceptance.harness import wait_until
 from tests.sql.helpers import (
     Claim,
     assert_invariants,
@@ -22,7 +23,6 @@ from tests.sql.helpers import (
     run_row,
     start,
     tasks,
-    wait_until,
 )
 
 
@@ -62,9 +62,11 @@ def test_crossed_lost_tasks_do_not_deadlock(conn: psycopg.Connection, db_url: st
         holder.execute("SELECT 1 FROM flowworker.step_tasks WHERE run_id = %s "
                        "AND task_index = 1 FOR UPDATE", (r1,))
         ta = claimer("a", a)
-        wait_until(lambda: blocked_or_done(conn, a.info.backend_pid, ta), "A waits or ends")
+        wait_until(lambda: blocked_or_done(conn, a.info.backend_pid, ta),
+                   timeout=10, interval=0.01, message="A waits or ends")
         tb = claimer("b", b)
-        wait_until(lambda: blocked_or_done(conn, b.info.backend_pid, tb), "B waits or ends")
+        wait_until(lambda: blocked_or_done(conn, b.info.backend_pid, tb),
+                   timeout=10, interval=0.01, message="B waits or ends")
         holder.rollback()
         ta.join(timeout=30)
         tb.join(timeout=30)
