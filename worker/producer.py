@@ -75,17 +75,21 @@ class Producer:
         if claimed and claimed[0].isolated:
             # start_tasks hands out a task whose worker was lost twice alone.
             await run_alone(claimed[0], self.slots, self.dispatch, self.all_written, self._renew,
-                            (claimed[0].timeout + self.settings.claim_grace) / 2)
+                            self._claim_span(claimed[0]) / 2)
             return True
         for task in claimed:
             self.dispatch(task)
         return len(claimed) == wanted
 
+    def _claim_span(self, task: ClaimedTask) -> int:
+        """Seconds a claim stays hidden (start_tasks: the task timeout + grace)."""
+        return task.timeout + self.settings.claim_grace
+
     async def _renew(self, task: ClaimedTask) -> bool:
-        """Keep the claim hidden for a full timeout again; False if it is no longer ours."""
+        """Keep the claim hidden for a full span again; False if it is no longer ours."""
         current = await self.db.retrying("extend_claims", lambda: self.db.fetchval(
             "extend_claims", self.flow.slug, [task.run_id], [task.step_slug],
-            [task.task_index], [task.attempt], task.timeout + self.settings.claim_grace))
+            [task.task_index], [task.attempt], self._claim_span(task)))
         if not current:
             logs.event("task.claim_lost", **task.fields())
         return bool(current)
