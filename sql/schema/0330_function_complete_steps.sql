@@ -4,7 +4,8 @@
 -- run locks. Returns the runs that go on (the caller starts what became
 -- ready in them).
 CREATE FUNCTION flowworker._complete_steps(
-    p_run_ids uuid[], p_step_slugs text[], p_flow_slugs text[], p_outputs jsonb[]
+    p_run_ids uuid[], p_step_slugs text[], p_flow_slugs text[], p_outputs jsonb[],
+    p_recorded boolean DEFAULT false
 )
 RETURNS uuid[]
 LANGUAGE plpgsql
@@ -13,8 +14,8 @@ AS $$
 DECLARE
     v_going_on pg_catalog.uuid[];
 BEGIN
-    -- p_outputs NULL: the caller has marked the steps completed already.
-    IF p_outputs IS NOT NULL THEN
+    -- p_recorded: the caller has marked the steps completed with these outputs already.
+    IF NOT p_recorded THEN
         UPDATE flowworker.step_states ss
         SET status = 'completed', output = f.output, completed_at = now(), remaining_tasks = 0
         FROM unnest(p_run_ids, p_step_slugs, p_outputs) AS f(run_id, step_slug, output)
@@ -31,19 +32,34 @@ BEGIN
     ) AS x
     WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug;
 
-    WITH counted AS (
+    -- A run's output is its leaf steps' outputs. A flow with one leaf (a
+    -- single step, a chain, a DAG that ends in one step) completes with
+    -- that leaf, whose output is in hand: no lookup of the run's steps.
+    WITH leaves AS (
+        SELECT s.flow_slug, count(*) AS n, min(s.step_slug) AS leaf
+        FROM flowworker.steps s
+        WHERE s.flow_slug = ANY (p_flow_slugs)
+          AND NOT EXISTS (SELECT 1 FROM flowworker.deps d
+                          WHERE d.flow_slug = s.flow_slug AND d.dep_slug = s.step_slug)
+        GROUP BY s.flow_slug
+    ), counted AS (
         UPDATE flowworker.runs r
         SET remaining_steps = r.remaining_steps - x.n,
             status = CASE WHEN r.remaining_steps = x.n THEN 'completed' ELSE r.status END,
             completed_at = CASE WHEN r.remaining_steps = x.n THEN now() END,
-            output = CASE WHEN r.remaining_steps = x.n THEN (
+            output = CASE WHEN r.remaining_steps = x.n THEN coalesce(x.leaf_output, (
                 SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::pg_catalog.jsonb)
                 FROM flowworker.step_states ss
                 WHERE ss.run_id = r.run_id
                   AND NOT EXISTS (SELECT 1 FROM flowworker.deps d
-                                  WHERE d.flow_slug = r.flow_slug AND d.dep_slug = ss.step_slug))
+                                  WHERE d.flow_slug = r.flow_slug AND d.dep_slug = ss.step_slug)))
             END
-        FROM (SELECT f.run_id, count(*)::int AS n FROM unnest(p_run_ids) AS f(run_id)
+        FROM (SELECT f.run_id, count(*)::int AS n,
+                     (array_agg(jsonb_build_object(f.step_slug, f.output))
+                          FILTER (WHERE l.n = 1 AND f.step_slug = l.leaf))[1] AS leaf_output
+              FROM unnest(p_run_ids, p_step_slugs, p_flow_slugs, p_outputs)
+                       AS f(run_id, step_slug, flow_slug, output)
+              LEFT JOIN leaves l ON l.flow_slug = f.flow_slug
               GROUP BY f.run_id) AS x
         WHERE r.run_id = x.run_id
         RETURNING r.run_id, r.remaining_steps

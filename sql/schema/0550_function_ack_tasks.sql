@@ -106,17 +106,17 @@ BEGIN
             FROM x, flowworker.steps s
             WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug
               AND s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks
+            RETURNING ss.run_id, ss.step_slug, ss.flow_slug, ss.remaining_tasks, ss.output
         )
         SELECT array_agg(c.run_id) AS runs, array_agg(c.step_slug) AS steps,
-               array_agg(c.flow_slug) AS flows
+               array_agg(c.flow_slug) AS flows, array_agg(c.output) AS outputs
         INTO v_finished
         FROM counted c
         WHERE c.remaining_tasks = 0;
 
         IF v_finished.runs IS NOT NULL THEN
             PERFORM flowworker._start_ready_steps(flowworker._complete_steps(
-                v_finished.runs, v_finished.steps, v_finished.flows, NULL));
+                v_finished.runs, v_finished.steps, v_finished.flows, v_finished.outputs, true));
         END IF;
     END IF;
 

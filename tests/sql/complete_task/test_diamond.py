@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 
 from tests.sql.helpers import (
+    Claim,
     assert_invariants,
     claim,
     complete,
@@ -46,7 +49,6 @@ def test_diamond_inputs_and_run_output(conn: psycopg.Connection) -> None:
     assert_invariants(conn, "diamond")
 
 
-
 def test_run_output_has_every_leaf(conn: psycopg.Connection) -> None:
     define(conn, "fork", {"a": [], "b": ["a"], "c": ["a"]})
     run_id = start(conn, "fork")
@@ -56,3 +58,40 @@ def test_run_output_has_every_leaf(conn: psycopg.Connection) -> None:
         assert complete(conn, task, task.step_slug.upper())
     assert run_row(conn, run_id)["output"] == {"b": "B", "c": "C"}
     assert_invariants(conn, "fork")
+
+
+def ack(conn: psycopg.Connection, claims: list[Claim], outputs: list[object]) -> list[str]:
+    """Acknowledge several claims in one ack_tasks call, as a worker does."""
+    rows = conn.execute(
+        "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s::jsonb[], %s)",
+        ([c.run_id for c in claims], [c.step_slug for c in claims],
+         [c.task_index for c in claims], [c.attempt for c in claims],
+         [json.dumps(o) for o in outputs], [None] * len(claims)),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_both_leaves_acknowledged_together_are_both_in_the_output(
+        conn: psycopg.Connection) -> None:
+    define(conn, "fork2", {"a": [], "b": ["a"], "c": ["a"]})
+    run_id = start(conn, "fork2")
+    (a,) = claim(conn, "fork2")
+    assert complete(conn, a, 1)
+    b, c = sorted(claim(conn, "fork2"), key=lambda x: x.step_slug)
+    assert ack(conn, [c, b], ["C", None]) == ["completed", "completed"]
+    assert run_row(conn, run_id)["output"] == {"b": None, "c": "C"}
+    assert_invariants(conn, "fork2")
+
+
+def test_one_leaf_runs_acknowledged_together_each_get_their_own_output(
+        conn: psycopg.Connection) -> None:
+    define(conn, "chain2", {"a": [], "z": ["a"]})
+    runs = [start(conn, "chain2") for _ in range(3)]
+    firsts = claim(conn, "chain2")
+    assert ack(conn, firsts, [0, 1, 2]) == ["completed"] * 3
+    lasts = sorted(claim(conn, "chain2"), key=lambda x: runs.index(x.run_id))
+    assert [x.input for x in lasts] == [{"a": 0}, {"a": 1}, {"a": 2}]
+    outputs: list[object] = [None, {"n": 1}, [1, 2]]
+    assert ack(conn, lasts, outputs) == ["completed"] * 3
+    assert [run_row(conn, r)["output"] for r in runs] == [{"z": o} for o in outputs]
+    assert_invariants(conn, "chain2")
