@@ -131,7 +131,8 @@ counting only the drain (the starts are reset away):
 {markdown_table(table)}
 
 `total` includes the functions a function calls, `self` does not. A share near 100 %
-means that one backend was busy with that function for the whole drain."""
+means that one backend was busy with that function for the whole drain. What each
+task writes, where the CPU goes and what has been tried: `docs/hot-path.md`."""
 
 
 def render(results: Results, p: Params, meta: dict[str, Any], png_name: str) -> str:
