@@ -21,10 +21,11 @@ DECLARE
     v_task flowworker.step_tasks;
     v_max_attempts int;
     v_base_delay int;
+    c_keep CONSTANT int := 8192;  -- executor.MAX_ERROR_CHARS
     v_error pg_catalog.text := CASE
-        WHEN pg_catalog.length(fail_task.error_message) > 8192 + 100
-        THEN pg_catalog.left(fail_task.error_message, 8192) || '... ['
-             || (pg_catalog.length(fail_task.error_message) - 8192) || ' more characters cut]'
+        WHEN pg_catalog.length(fail_task.error_message) > c_keep + 100
+        THEN pg_catalog.left(fail_task.error_message, c_keep) || '... ['
+             || (pg_catalog.length(fail_task.error_message) - c_keep) || ' more characters cut]'
         ELSE fail_task.error_message END;
 BEGIN
     SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r

@@ -63,6 +63,18 @@ def complete(conn: psycopg.Connection, c: Claim, output: Any) -> bool:
     return applied
 
 
+def ack(conn: psycopg.Connection, claims: list[Claim], outputs: list[Any],
+        errors: list[str | None] | None = None) -> list[str]:
+    """Acknowledge several claims in one ack_tasks call, as a worker does;
+    an error in place of an output fails that attempt."""
+    rows = conn.execute(
+        "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s) ORDER BY ord",
+        ([c.run_id for c in claims], [c.step_slug for c in claims],
+         [c.task_index for c in claims], [c.attempt for c in claims],
+         [Jsonb(o) for o in outputs], errors or [None] * len(claims))).fetchall()
+    return [r[0] for r in rows]
+
+
 def fail(conn: psycopg.Connection, c: Claim, error: str = "boom") -> str:
     row = conn.execute(
         "SELECT flowworker.fail_task(%s, %s, %s, %s, %s)",

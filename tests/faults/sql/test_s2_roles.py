@@ -26,7 +26,7 @@ from flowworker.devdb import FAST_SETTINGS, LocalCluster
 from flowworker.migrator import migrate
 from flowworker.schema import queries
 from tests.sql.helpers import (
-    Claim,
+    ack,
     assert_invariants,
     claim,
     complete,
@@ -356,16 +356,6 @@ def shadow_builtin_types(conn: psycopg.Connection) -> int:
         conn.execute(sql.SQL("CREATE DOMAIN pg_temp.{} AS pg_catalog.text "
                              "CHECK (pg_temp.trap())").format(sql.Identifier(name)))
     return len(names)
-
-
-def ack(conn: psycopg.Connection, claims: list[Claim], outputs: list[Any],
-        errors: list[str | None]) -> list[str]:
-    rows = conn.execute(
-        "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s) ORDER BY ord",
-        ([c.run_id for c in claims], [c.step_slug for c in claims],
-         [c.task_index for c in claims], [c.attempt for c in claims],
-         [Jsonb(o) for o in outputs], errors)).fetchall()
-    return [r[0] for r in rows]
 
 
 def test_temporary_types_cannot_steer_security_definer_functions(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import psycopg
 
 from tests.sql.helpers import (
-    Claim,
+    ack,
     assert_invariants,
     claim,
     complete,
@@ -58,17 +56,6 @@ def test_run_output_has_every_leaf(conn: psycopg.Connection) -> None:
         assert complete(conn, task, task.step_slug.upper())
     assert run_row(conn, run_id)["output"] == {"b": "B", "c": "C"}
     assert_invariants(conn, "fork")
-
-
-def ack(conn: psycopg.Connection, claims: list[Claim], outputs: list[object]) -> list[str]:
-    """Acknowledge several claims in one ack_tasks call, as a worker does."""
-    rows = conn.execute(
-        "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s::jsonb[], %s)",
-        ([c.run_id for c in claims], [c.step_slug for c in claims],
-         [c.task_index for c in claims], [c.attempt for c in claims],
-         [json.dumps(o) for o in outputs], [None] * len(claims)),
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def test_both_leaves_acknowledged_together_are_both_in_the_output(
