@@ -5,16 +5,23 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, cast
 
 import anyio
 import asyncpg
 
 from flowworker import logs, metrics
-from flowworker.dbpool import Database, GaveUpError
+from flowworker.dbpool import Database, GaveUpError, backoff
 from flowworker.tasks import ClaimedTask, Outcome, OutcomeQueue
 
 MAX_BATCH = 200
+BUSY_RETRY_CAP = 2.0  # seconds: the longest wait before outcomes of a held run are sent again
+
+# What ack_tasks answers for each outcome (sql/schema/0550_function_ack_tasks.sql).
+AckResult = Literal["completed", "retry", "failed", "stale", "busy"]
+# What the worker reports once an outcome is settled: an ack result, or what
+# became of an outcome that was not acknowledged.
+Written = Literal["completed", "retry", "failed", "stale", "released", "discarded", "unwritten"]
 
 _FAILED_OUTCOME = {"retry": "retry", "failed": "exhausted", "stale": "stale"}
 
@@ -23,81 +30,134 @@ class Completer:
     """Drains the outcome stream into ack_tasks / release_tasks calls."""
 
     def __init__(self, db: Database, outcomes: OutcomeQueue,
-                 on_written: Callable[[Outcome, str], None],
+                 on_written: Callable[[Outcome, Written], None],
                  give_up: Callable[[], bool] = lambda: False) -> None:
         self.db = db
         self.give_up = give_up
         self.outcomes = outcomes
         self.on_written = on_written
+        # Outcomes whose run another transaction held: sent again at _busy_due.
+        self._busy: list[Outcome] = []
+        self._busy_due = 0.0
+        self._busy_rounds = 0
 
     async def run(self) -> None:
         """Until the queue closes: take what is waiting (up to MAX_BATCH) and write it."""
-        while batch := await self.outcomes.take(MAX_BATCH):
+        while batch := await self._take():
             # Once handed over, an outcome is written even if we are being cancelled.
             with anyio.CancelScope(shield=True):
+                busy: list[Outcome] = []
                 try:
-                    await self.write(batch)
+                    busy = await self.write(batch)
                 except GaveUpError:
                     # Unwritten claims expire and are redelivered elsewhere.
                     for outcome in batch:
                         logs.event("task.unwritten", **outcome.task.fields())
                 finally:
-                    self.outcomes.written(len(batch))
+                    self.outcomes.written(len(batch) - len(busy))
+                self._defer(busy)
 
-    async def write(self, batch: list[Outcome]) -> None:
+    def _defer(self, busy: list[Outcome]) -> None:
+        """Hold outcomes of runs held elsewhere, to send again after a backoff
+        (beside any still waiting from an earlier batch)."""
+        if not busy:
+            if not self._busy:
+                self._busy_rounds = 0
+            return
+        logs.event("task.ack_deferred", count=len(busy), run_id=str(busy[0].task.run_id),
+                   hint="another transaction holds the run's row")
+        if not self._busy:
+            self._busy_due = (anyio.current_time()
+                              + backoff(self._busy_rounds, 0.02, BUSY_RETRY_CAP))
+            self._busy_rounds += 1
+        self._busy += busy
+
+    async def _take(self) -> list[Outcome]:
+        """New outcomes as they come; deferred ones once due, with whatever is new.
+        Empty once the queue is closed and nothing is left to write."""
+        while True:
+            if not self._busy:
+                return await self.outcomes.take(MAX_BATCH)
+            fresh: list[Outcome] = []
+            with anyio.move_on_after(self._busy_due - anyio.current_time()):
+                fresh = await self.outcomes.take(MAX_BATCH - len(self._busy))
+                if not fresh:  # closed: nothing new will come, wait for the due time
+                    await anyio.sleep_forever()
+            if fresh and anyio.current_time() < self._busy_due:
+                return fresh
+            busy, self._busy = self._busy, []
+            if self.give_up():
+                # Past the drain timeout: their claims expire and are redelivered.
+                for outcome in busy:
+                    logs.event("task.unwritten", **outcome.task.fields())
+                self.outcomes.written(len(busy))
+                busy = []
+            if busy or fresh:
+                return busy + fresh
+
+    async def write(self, batch: list[Outcome]) -> list[Outcome]:
+        """Write a batch; returns the outcomes whose run was busy (not written)."""
         releases = [o for o in batch if o.kind == "release"]
         acks = [o for o in batch if o.kind in ("completed", "error", "timeout")]
+        busy: list[Outcome] = []
         if releases:
             await self._release([o.task for o in releases])
             for outcome in releases:
                 self.on_written(outcome, "released")
         if acks:
-            await self._ack(acks)
+            busy = await self._ack(acks)
         for outcome in batch:
             if outcome.kind == "discard":
                 logs.event("task.discarded", **outcome.task.fields())
                 self.on_written(outcome, "discarded")
+        return busy
 
-    async def _ack(self, acks: list[Outcome]) -> None:
+    async def _ack(self, acks: list[Outcome]) -> list[Outcome]:
         try:
             results = await self.db.retrying("ack_tasks", lambda: self._ack_call(acks),
                                              self.give_up)
         except asyncpg.PostgresError as exc:
-            await self._ack_one_by_one(acks, exc)
-            return
+            return await self._ack_one_by_one(acks, exc)
         completed: Counter[tuple[str, str]] = Counter()
+        busy: list[Outcome] = []
         for outcome, result in zip(acks, results, strict=True):
+            if result == "busy":
+                busy.append(outcome)
+                continue
             if result == "completed":
                 completed[outcome.task.flow.slug, outcome.task.step_slug] += 1
             self._report(outcome, result)
         for (flow, step), count in completed.items():  # one locked increment per step
             metrics.for_step(flow, step).completed.inc(count)
+        return busy
 
-    async def _ack_one_by_one(self, acks: list[Outcome], exc: asyncpg.PostgresError) -> None:
+    async def _ack_one_by_one(self, acks: list[Outcome],
+                              exc: asyncpg.PostgresError) -> list[Outcome]:
         """One bad output (e.g. a \\u0000 that jsonb refuses) must not sink the
         batch: write outcomes singly, failing the attempt the database refused."""
         if len(acks) > 1:
+            busy: list[Outcome] = []
             for outcome in acks:
-                await self._ack([outcome])
-            return
+                busy += await self._ack([outcome])
+            return busy
         outcome = acks[0]
         if outcome.kind != "completed":
             # Even the failure cannot be written: the claim expires and is redelivered.
             logs.event("task.ack_failed", error_type=type(exc).__name__, **outcome.task.fields())
             self.on_written(outcome, "unwritten")
-            return
+            return []
         outcome.kind, outcome.output_json = "error", None
         outcome.error = f"output refused by the database: {exc}"
-        await self._ack([outcome])
+        return await self._ack([outcome])
 
-    async def _ack_call(self, acks: list[Outcome]) -> list[str]:
+    async def _ack_call(self, acks: list[Outcome]) -> list[AckResult]:
         rows = await self.db.fetch(
             "ack_tasks",
             [o.task.run_id for o in acks], [o.task.step_slug for o in acks],
             [o.task.task_index for o in acks], [o.task.attempt for o in acks],
             [o.output_json for o in acks], [o.error for o in acks],
             [o.task.worker_id for o in acks])
-        by_position = {row["ord"]: row["result"] for row in rows}
+        by_position = {row["ord"]: cast(AckResult, row["result"]) for row in rows}
         return [by_position[i + 1] for i in range(len(acks))]
 
     async def _release(self, tasks: list[ClaimedTask]) -> None:
@@ -108,7 +168,7 @@ class Completer:
         for task in tasks:
             logs.event("task.released", **task.fields())
 
-    def _report(self, outcome: Outcome, result: str) -> None:
+    def _report(self, outcome: Outcome, result: Written) -> None:
         task = outcome.task
         if result == "completed":
             # Per-task success events cost as much as the task; DEBUG shows them.

@@ -47,18 +47,31 @@ def backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
 
 
 class UndecodableJson:
-    """Stands in for a JSON value Python cannot decode (e.g. nested too deep),
-    so that the task fails clearly instead of the claim crashing the worker."""
+    """Stands in for a JSON value Python cannot or will not decode (nested
+    too deep, an integer over Python's digit limit, too large), so that the
+    task it belongs to fails its attempt instead of the claim crashing the
+    worker (and every task claimed beside it)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
 
+# A decoded value takes several times its text in memory; a task input
+# beyond this is refused rather than decoded. Inputs are bounded in the
+# database too (max_input_bytes, max_output_bytes, max_map_output_bytes).
+MAX_DECODE_CHARS = 64 << 20
+
+
 def decode_json(text: str) -> Any:
+    if len(text) > MAX_DECODE_CHARS:
+        return UndecodableJson(f"it is {len(text)} characters of JSON, over the worker's "
+                               f"limit of {MAX_DECODE_CHARS}")
     try:
         return json.loads(text)
     except RecursionError:
         return UndecodableJson("nested too deeply for Python's JSON decoder")
+    except ValueError as exc:  # e.g. an integer past Python's 4,300-digit limit
+        return UndecodableJson(str(exc).split("\n", 1)[0][:200])
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:

@@ -58,10 +58,22 @@ def check_slug(slug: object, what: str) -> str:
     return slug
 
 
-def _check_option(name: str, value: int | None, minimum: int, where: str) -> None:
+# The bounds of each option, as the database enforces them (sql/schema/0190):
+# beyond them a claim's arithmetic would overflow.
+OPTION_BOUNDS = {
+    "max_attempts": (1, 1000),
+    "base_delay": (0, 86400),  # seconds: a day
+    "timeout": (1, 604800),  # seconds: a week
+    "start_delay": (0, 2592000),  # seconds: 30 days
+}
+
+
+def _check_option(name: str, value: int | None, where: str) -> None:
+    low, high = OPTION_BOUNDS[name]
     # bool is an int subclass, but `timeout=True` is a mistake, not one second.
-    if value is not None and (type(value) is not int or value < minimum):
-        raise DefinitionError(f"{where}: {name} must be an integer >= {minimum}, not {value!r}")
+    if value is not None and (type(value) is not int or not low <= value <= high):
+        raise DefinitionError(
+            f"{where}: {name} must be an integer between {low} and {high}, not {value!r}")
 
 
 class Flow:
@@ -71,9 +83,9 @@ class Flow:
                  timeout: int = 60) -> None:
         self.slug = check_slug(slug, "flow slug")
         where = f"flow {slug!r}"
-        _check_option("max_attempts", max_attempts, 1, where)
-        _check_option("base_delay", base_delay, 0, where)
-        _check_option("timeout", timeout, 1, where)
+        _check_option("max_attempts", max_attempts, where)
+        _check_option("base_delay", base_delay, where)
+        _check_option("timeout", timeout, where)
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.timeout = timeout
@@ -153,10 +165,8 @@ class Flow:
             raise DefinitionError(f"{where} is defined twice")
         if step.step_type == "map" and len(step.deps) > 1:
             raise DefinitionError(f"{where} is a map step with {len(step.deps)} deps; at most 1")
-        _check_option("max_attempts", step.max_attempts, 1, where)
-        _check_option("base_delay", step.base_delay, 0, where)
-        _check_option("timeout", step.timeout, 1, where)
-        _check_option("start_delay", step.start_delay, 0, where)
+        for name in OPTION_BOUNDS:
+            _check_option(name, getattr(step, name), where)
         if not callable(step.handler):
             raise DefinitionError(f"{where}: the handler is not callable")
         self.steps[step.slug] = step

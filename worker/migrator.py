@@ -13,7 +13,7 @@ from flowworker.errors import (
     SchemaError,
     ShapeMismatchError,
 )
-from flowworker.schema import migrations, queries, schema_version
+from flowworker.schema import migrations, queries, schema_sql, schema_version
 
 
 def database_version(conn: psycopg.Connection) -> int:
@@ -31,11 +31,14 @@ def database_version(conn: psycopg.Connection) -> int:
 
 
 def migrate(database_url: str, flow_dir: Path | None = None) -> list[str]:
-    """Apply pending migrations, then every `*.sql` file in flow_dir.
+    """Install the schema, or apply the migrations a database lacks; then
+    every `*.sql` file in flow_dir.
 
-    One session-level advisory lock covers the whole call, so concurrent and
-    repeated calls are safe. Each migration runs in a transaction of its own;
-    a compiled flow file brings its own BEGIN/COMMIT. Returns what was applied.
+    An empty database gets the current schema in one transaction (sql/schema,
+    which records every version); one at version v gets the migrations above
+    v, each in a transaction of its own. One session-level advisory lock
+    covers the whole call, so concurrent and repeated calls are safe. A
+    compiled flow file brings its own BEGIN/COMMIT. Returns what was applied.
     """
     applied: list[str] = []
     files = sorted(flow_dir.glob("*.sql")) if flow_dir else []
@@ -47,8 +50,12 @@ def migrate(database_url: str, flow_dir: Path | None = None) -> list[str]:
                 raise SchemaError(
                     f"database schema is version {current}, newer than this flowworker "
                     f"({schema_version()}); upgrade flowworker")
+            if current == 0:
+                with conn.transaction():
+                    _execute(conn, schema_sql(), "schema")
+                applied.append(f"schema version {schema_version()}")
             for migration in migrations():
-                if migration.version > current:
+                if current and migration.version > current:
                     with conn.transaction():
                         _execute(conn, migration.sql, f"migration {migration.version}")
                     applied.append(f"migration {migration.version:04d}_{migration.name}")

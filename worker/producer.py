@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -10,16 +11,20 @@ from typing import Any
 from uuid import UUID
 
 import anyio
+import asyncpg
 
 from flowworker import logs
 from flowworker.alone import run_alone
 from flowworker.dbpool import Database, backoff, is_retryable
 from flowworker.dsl import Flow
+from flowworker.flow_inputs import FlowInputs
 from flowworker.settings import Settings
 from flowworker.tasks import ClaimedTask, Slots
 
 NOTIFY_DEBOUNCE = 0.002  # seconds: a NOTIFY flood causes at most one claim per window
 CLAIM_COALESCE = 0.005  # seconds a busy worker waits for more free slots to claim together
+CLAIM_FAILED_BACKOFF_CAP = 30.0  # seconds: the longest wait after a claim the database refused
+RECONNECT_BACKOFF_CAP = 5.0  # seconds: the longest wait while the database is away
 
 
 class Producer:
@@ -30,7 +35,7 @@ class Producer:
     def __init__(self, flow: Flow, worker_id: UUID, db: Database, settings: Settings,
                  slots: Slots, dispatch: Callable[[ClaimedTask], None],
                  notify_works: Callable[[], bool],
-                 all_written: Callable[[], Awaitable[None]]) -> None:
+                 all_written: Callable[[], Awaitable[None]], flow_inputs: FlowInputs) -> None:
         self.flow = flow
         self.worker_id = worker_id
         self.db = db
@@ -39,6 +44,7 @@ class Producer:
         self.dispatch = dispatch
         self.notify_works = notify_works
         self.all_written = all_written
+        self.flow_inputs = flow_inputs
         self._wake = anyio.Event()
         self._interval = settings.poll_min_interval
         self.idle = False  # the last claim found nothing
@@ -65,6 +71,8 @@ class Producer:
     async def _claim_round(self) -> bool:
         """Claim once; True when the claim was full (there may be more)."""
         wanted = min(self.slots.free, self.settings.batch_size)
+        if wanted < 1:
+            return True  # another flow's producer took the free slots meanwhile
         self._wake = anyio.Event()
         self._last_claim = time.monotonic()
         claimed = await self._claim(wanted)
@@ -89,7 +97,7 @@ class Producer:
         """Keep the claim hidden for a full span again; False if it is no longer ours."""
         current = await self.db.retrying("extend_claims", lambda: self.db.fetchval(
             "extend_claims", self.flow.slug, [task.run_id], [task.step_slug],
-            [task.task_index], [task.attempt], self._claim_span(task)))
+            [task.task_index], [task.attempt], self._claim_span(task), [task.worker_id]))
         if not current:
             logs.event("task.claim_lost", **task.fields())
         return bool(current)
@@ -104,27 +112,73 @@ class Producer:
                 # Shielded: a claim cancelled after it committed would leave
                 # its tasks hidden until their visibility timeout.
                 with anyio.CancelScope(shield=True):
-                    rows = await self.db.fetch("start_tasks", self.flow.slug, self.worker_id,
-                                               wanted, self.settings.claim_grace)
-                return [self._task(row) for row in rows]
-            except Exception as exc:
-                # A claim that committed before its connection dropped expires
-                # and is redelivered; the next round is a fresh claim.
-                if not is_retryable(exc):
-                    raise
-                logs.event("db.reconnecting", what="start_tasks", error=type(exc).__name__)
+                    rows, cap = await self._start_tasks(wanted)
+                    if rows is not None:
+                        tasks = [self._task(row) for row in rows]
+                        await self._fill_flow_inputs(tasks)
+                        return tasks
             finally:
                 self.slots.give(wanted)
-            await anyio.sleep(backoff(attempt))
+            await anyio.sleep(backoff(attempt, cap=cap))
             attempt += 1
+
+    async def _start_tasks(self, wanted: int) -> tuple[list[asyncpg.Record] | None, float]:
+        """The claimed rows; or None, when the claim failed, with the longest
+        wait before the next try."""
+        try:
+            rows: list[asyncpg.Record] = await self.db.fetch(
+                "start_tasks", self.flow.slug, self.worker_id, wanted, self.settings.claim_grace)
+            return rows, 0.0
+        except Exception as exc:
+            # A claim that committed before its connection dropped expires
+            # and is redelivered; the next round is a fresh claim. A claim
+            # the database refuses is tried again after a longer while:
+            # whatever it is, it must not end the worker.
+            if is_retryable(exc):
+                logs.event("db.reconnecting", what="start_tasks", error=type(exc).__name__)
+                return None, RECONNECT_BACKOFF_CAP
+            if isinstance(exc, asyncpg.PostgresError):
+                logs.event("claim.failed", logging.WARNING, flow=self.flow.slug,
+                           error=type(exc).__name__, sqlstate=exc.sqlstate,
+                           message=str(exc).split("\n", 1)[0][:200])
+                return None, CLAIM_FAILED_BACKOFF_CAP
+            raise
 
     def _task(self, row: Mapping[str, Any]) -> ClaimedTask:
         task = ClaimedTask(self.flow, self.worker_id, row["msg_id"], row["run_id"],
                            row["step_slug"], row["task_index"], row["attempt"], row["input"],
                            row["flow_input"], row["timeout"], row["isolated"])
+        step = self.flow.steps.get(task.step_slug)
+        if step is not None and step.step_type == "single" and not step.deps:
+            task.flow_input = task.input  # a root step's input is the flow input
+        elif row["fetch_flow_input"]:
+            task.flow_input = None  # large: filled in from the run, once per run
+            task.fetch_flow_input = True
         if task.isolated:
             task.finished = asyncio.Event()  # _claim_round waits for it
         return task
+
+    async def _fill_flow_inputs(self, tasks: list[ClaimedTask]) -> None:
+        """Give the tasks whose flow input was left behind their run's input.
+        If it cannot be read now they are handed back (without spending an
+        attempt) rather than run without it."""
+        runs = {task.run_id for task in tasks if task.fetch_flow_input}
+        if not runs:
+            return
+        try:
+            inputs = await self.flow_inputs.get(runs)
+        except Exception as exc:
+            if not (is_retryable(exc) or isinstance(exc, asyncpg.PostgresError)):
+                raise
+            logs.event("flow_input.unavailable", logging.WARNING, flow=self.flow.slug,
+                       error=type(exc).__name__, tasks=len(tasks))
+            for task in tasks:
+                if task.fetch_flow_input:
+                    task.cancel("release")
+            return
+        for task in tasks:
+            if task.fetch_flow_input:
+                task.flow_input = inputs[task.run_id]
 
     async def _wait_for_signal(self) -> None:
         """Sleep until a NOTIFY or the poll timer. A NOTIFY claims at once,

@@ -28,10 +28,11 @@ from flowworker.errors import (
     SchemaError,
     ShapeMismatchError,
 )
+from flowworker.flow_inputs import FlowInputs
 from flowworker.listener import Listener
 from flowworker.producer import Producer
 from flowworker.registry import load_flows, select_flows
-from flowworker.schema import schema_version
+from flowworker.schema import incompatibility
 from flowworker.settings import Settings
 from flowworker.shape import shape_difference
 from flowworker.tasks import ClaimedTask, Outcome, OutcomeQueue, Slots
@@ -87,9 +88,10 @@ class Worker:
 
     async def _serve(self) -> None:
         completer = Completer(self.db, self._outcomes, self._on_written, self._give_up)
+        flow_inputs = FlowInputs(lambda run_ids: self.db.fetch("run_inputs", run_ids))
         self.producers = [Producer(flow, self.worker_ids[flow.slug], self.db, self.settings,
                                    self.slots, self._dispatch, self.notify_works,
-                                   self._outcomes.all_written)
+                                   self._outcomes.all_written, flow_inputs)
                           for flow in self.flows]
         by_slug = {p.flow.slug: p for p in self.producers}
         self._crashed = anyio.Event()
@@ -232,12 +234,9 @@ class Worker:
     async def _check_database(self) -> None:
         if not await self.db.fetchval("schema_present"):
             raise SchemaError("flowworker schema is not installed; run `flowworker migrate`")
-        version = await self.db.fetchval("schema_version")
-        if version != schema_version():
-            action = ("upgrade flowworker" if version > schema_version()
-                      else "run `flowworker migrate`")
-            raise SchemaError(f"database schema is version {version}, this flowworker expects "
-                              f"{schema_version()}; {action}")
+        problem = await self._schema_problem()
+        if problem:
+            raise SchemaError(problem)
         self.limits = dataclasses.replace(
             self.limits, max_output_bytes=int(await self.db.fetchval("max_output_bytes")))
         for flow in self.flows:
@@ -268,14 +267,21 @@ class Worker:
         """Whether producers may rely on NOTIFY and poll only as a fallback."""
         return self.listener is not None and self.listener.available
 
+    async def _schema_problem(self) -> str | None:
+        """Why this worker cannot run against the database's schema, if it cannot."""
+        version = await self.db.fetchval("schema_version")
+        if version < 2:  # before min_worker_version existed
+            return incompatibility(version, 1)
+        return incompatibility(version, await self.db.fetchval("min_worker_version"))
+
     async def _not_ready(self) -> str | None:
         try:
             with anyio.fail_after(2):
-                version = await self.db.fetchval("schema_version")
+                problem = await self._schema_problem()
         except Exception as exc:  # any failure means not ready
             return f"database: {type(exc).__name__}"
-        if version != schema_version():
-            return f"schema version {version}, expected {schema_version()}"
+        if problem:
+            return problem
         if self.listener is not None and self.listener.available and not self.listener.up:
             return "listener down"
         return None

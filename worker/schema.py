@@ -30,13 +30,15 @@ def _sql_files(name: str) -> list[Traversable]:
 
 @cache
 def schema_sql() -> str:
-    """The whole core schema, one object per file, in file-name order."""
+    """The whole core schema as it is now, one object per file, in file-name
+    order: what a fresh install runs. It records every version it holds."""
     return "\n".join(f.read_text() for f in _sql_files("schema"))
 
 
 @cache
 def migrations() -> tuple[Migration, ...]:
-    """Forward-only migrations; each records its own version."""
+    """Forward-only deltas from version 1 (the first release) to now; each
+    records its own version. A database at version v gets those above v."""
     found = []
     for file in _sql_files("migrations"):
         match = _MIGRATION_NAME.match(file.name)
@@ -47,7 +49,22 @@ def migrations() -> tuple[Migration, ...]:
 
 def schema_version() -> int:
     """The schema version this code installs and expects."""
-    return migrations()[-1].version
+    return migrations()[-1].version if migrations() else 1
+
+
+def incompatibility(db_version: int, min_worker_version: int) -> str | None:
+    """Why a worker of this code must not run against a database at
+    db_version whose newest migration needs workers of min_worker_version
+    or later; None when it may. Newer databases are fine until a migration
+    says otherwise (docs/development.md, "Adding a migration")."""
+    mine = schema_version()
+    if db_version < mine:
+        return (f"database schema is version {db_version}, this flowworker expects "
+                f"{mine}; run `flowworker migrate`")
+    if min_worker_version > mine:
+        return (f"database schema is version {db_version}, which needs workers of version "
+                f"{min_worker_version} or later (this one is {mine}); upgrade flowworker")
+    return None
 
 
 @cache

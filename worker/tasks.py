@@ -40,6 +40,7 @@ class ClaimedTask:
     finished: asyncio.Event | None = None  # made only for those someone waits on
     deadline: float | None = None  # monotonic time its running handler is cancelled at
     timed_out: bool = False
+    fetch_flow_input: bool = False  # start_tasks left the (large) flow input to be fetched
 
     def cancel(self, reason: Kind) -> None:
         """Stop the handler: `discard` when the run ended, `release` on shutdown."""

@@ -18,8 +18,13 @@ SELECT flowworker.heartbeat_worker($1)
 SELECT flowworker.stop_worker($1)
 
 -- name: start_tasks
-SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, timeout, isolated
+SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, fetch_flow_input,
+       timeout, isolated
 FROM flowworker.start_tasks($1, $2, $3, $4)
+
+-- name: run_inputs
+-- Flow inputs start_tasks left for the worker to fetch (large ones).
+SELECT run_id, input, pg_column_size(input) AS size FROM flowworker.runs WHERE run_id = ANY($1)
 
 -- name: ack_tasks
 SELECT ord, result FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6, $7)
@@ -37,6 +42,10 @@ SELECT queue_length, visible_length, oldest_msg_age_seconds FROM flowworker.queu
 -- name: schema_present
 SELECT to_regclass('flowworker.migrations') IS NOT NULL
 
+-- name: min_worker_version
+-- What the newest migration asks of workers (schema version 2 on).
+SELECT min_worker_version FROM flowworker.migrations ORDER BY version DESC LIMIT 1
+
 -- name: listen_check
 SELECT 1
 
@@ -48,4 +57,4 @@ SELECT value FROM flowworker.config WHERE name = 'max_output_bytes'
 SELECT pg_notify($1, '')
 
 -- name: extend_claims
-SELECT flowworker.extend_claims($1, $2, $3, $4, $5, $6)
+SELECT flowworker.extend_claims($1, $2, $3, $4, $5, $6, $7)

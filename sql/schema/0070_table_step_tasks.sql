@@ -20,6 +20,9 @@ CREATE TABLE flowworker.step_tasks (
     started_at timestamptz,
     completed_at timestamptz,
     failed_at timestamptz,
+    -- A map task's element, stored when its step starts: a claim then reads
+    -- a few bytes, not the whole array it came from.
+    input jsonb,
     PRIMARY KEY (run_id, step_slug, task_index),
     UNIQUE (flow_slug, message_id),
     FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)

@@ -15,6 +15,9 @@ DECLARE
     v_flow flowworker.flows;
 BEGIN
     PERFORM flowworker.check_slug(create_flow.flow_slug, 'flow slug');
+    PERFORM flowworker._check_options(format('flow %L', create_flow.flow_slug),
+                                      create_flow.max_attempts, create_flow.base_delay,
+                                      create_flow.timeout, NULL);
     INSERT INTO flowworker.flows AS f (flow_slug, max_attempts, base_delay, timeout)
     VALUES (create_flow.flow_slug, create_flow.max_attempts, create_flow.base_delay,
             create_flow.timeout)

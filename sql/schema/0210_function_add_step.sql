@@ -25,6 +25,9 @@ BEGIN
     PERFORM flowworker.check_slug(add_step.flow_slug, 'flow slug');
     PERFORM flowworker.check_slug(add_step.step_slug, 'step slug');
     PERFORM flowworker.check_slug(d, 'dependency slug') FROM unnest(v_deps) d;
+    PERFORM flowworker._check_options(format('step %s.%s', add_step.flow_slug, add_step.step_slug),
+                                      add_step.max_attempts, add_step.base_delay,
+                                      add_step.timeout, add_step.start_delay);
     IF add_step.step_type IS NULL OR add_step.step_type NOT IN ('single', 'map') THEN
         RAISE EXCEPTION 'step %.%: step_type must be single or map, not %',
             add_step.flow_slug, add_step.step_slug, coalesce(add_step.step_type, 'NULL')

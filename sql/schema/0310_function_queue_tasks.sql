@@ -1,9 +1,12 @@
 -- Create steps' tasks and one message per task, for many steps of one flow:
 -- p_counts[i] tasks of step p_step_slugs[i] in run p_run_ids[i], visible
--- after p_delays[i] seconds. The tasks are static SQL (planned once); the
+-- after p_delays[i] seconds. A map step's array is p_sources[i] (NULL for a
+-- single step): each task keeps its own element, so that a claim reads that
+-- and not the whole array. The tasks are static SQL (planned once); the
 -- queue insert is the one dynamic statement, kept trivial to plan.
 CREATE FUNCTION flowworker._queue_tasks(
-    p_flow_slug text, p_run_ids uuid[], p_step_slugs text[], p_counts int[], p_delays int[]
+    p_flow_slug text, p_run_ids uuid[], p_step_slugs text[], p_counts int[], p_delays int[],
+    p_sources jsonb[] DEFAULT NULL
 )
 RETURNS void
 LANGUAGE plpgsql
@@ -29,9 +32,11 @@ BEGIN
     SELECT jsonb_object_agg(x.step_slug, x.delay) INTO v_delays
     FROM unnest(p_step_slugs, p_delays) AS x(step_slug, delay);
     WITH t AS (
-        INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id)
-        SELECT x.run_id, x.step_slug, i, p_flow_slug, nextval(v_seq)
-        FROM unnest(p_run_ids, p_step_slugs, p_counts) WITH ORDINALITY AS x(run_id, step_slug, n, ord),
+        INSERT INTO flowworker.step_tasks (run_id, step_slug, task_index, flow_slug, message_id,
+                                           input)
+        SELECT x.run_id, x.step_slug, i, p_flow_slug, nextval(v_seq), x.source -> i
+        FROM unnest(p_run_ids, p_step_slugs, p_counts, p_sources)
+                 WITH ORDINALITY AS x(run_id, step_slug, n, source, ord),
              generate_series(0, x.n - 1) AS i
         ORDER BY x.ord, i
         RETURNING run_id, step_slug, task_index, message_id

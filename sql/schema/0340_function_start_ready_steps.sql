@@ -1,7 +1,7 @@
 -- Start every step of these runs whose deps are all complete: queue its
 -- tasks, or complete it at once when it maps over an empty array (which
 -- may make more steps ready, hence the loop). A map step whose source is
--- not an array fails its run. Set-based: a batch of acknowledgements
+-- not an array, or is wider than max_map_tasks, fails its run. Set-based: a batch of acknowledgements
 -- starts the next steps of all its runs in a few statements. The caller
 -- holds the run locks.
 CREATE FUNCTION flowworker._start_ready_steps(p_run_ids uuid[])
@@ -22,7 +22,9 @@ DECLARE
     v_ready pg_catalog.record;
     v_bad pg_catalog.record;
     v_flow pg_catalog.text;
+    v_max_tasks bigint;
 BEGIN
+    SELECT c.value INTO v_max_tasks FROM flowworker.config c WHERE c.name = 'max_map_tasks';
     WHILE cardinality(v_runs) > 0 LOOP
         -- The ready steps, with the size of each map step's array (NULL when
         -- it is not an array), in run and step order.
@@ -30,7 +32,8 @@ BEGIN
                array_agg(y.step_slug ORDER BY y.run_id, y.step_index) AS steps,
                array_agg(y.flow_slug ORDER BY y.run_id, y.step_index) AS flows,
                array_agg(y.n ORDER BY y.run_id, y.step_index) AS counts,
-               array_agg(y.delay ORDER BY y.run_id, y.step_index) AS delays
+               array_agg(y.delay ORDER BY y.run_id, y.step_index) AS delays,
+               array_agg(y.source ORDER BY y.run_id, y.step_index) AS sources
         INTO v_ready
         FROM (
             SELECT x.*, CASE WHEN NOT x.is_map THEN 1
@@ -56,25 +59,32 @@ BEGIN
             RETURN;
         END IF;
 
-        -- A map step whose source is not an array fails its run (the first
-        -- such step of a run, in step order); nothing else of that run starts.
-        IF array_position(v_ready.counts, NULL) IS NOT NULL THEN
+        -- A map step whose source is not an array, or too wide, fails its run
+        -- (the first such step of a run, in step order); nothing else of
+        -- that run starts.
+        IF array_position(v_ready.counts, NULL) IS NOT NULL
+           OR EXISTS (SELECT 1 FROM unnest(v_ready.counts) AS n WHERE n > v_max_tasks) THEN
             FOR v_bad IN
                 SELECT DISTINCT ON (x.run_id) x.run_id, x.step_slug,
                        (SELECT d.dep_slug FROM flowworker.deps d
                         WHERE d.flow_slug = s.flow_slug AND d.step_slug = s.step_slug) AS dep_slug,
-                       r AS run, s AS step
+                       x.n, r AS run, s AS step
                 FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts)
                          WITH ORDINALITY AS x(run_id, step_slug, flow_slug, n, ord)
                 JOIN flowworker.runs r ON r.run_id = x.run_id
                 JOIN flowworker.steps s ON s.flow_slug = x.flow_slug AND s.step_slug = x.step_slug
-                WHERE x.n IS NULL
+                WHERE x.n IS NULL OR x.n > v_max_tasks
                 ORDER BY x.run_id, x.ord
             LOOP
-                PERFORM flowworker._fail_run(v_bad.run_id, v_bad.step_slug, format(
-                    'map step %s expects an array from %s, got %s', v_bad.step_slug,
-                    coalesce(v_bad.dep_slug, 'the flow input'),
-                    coalesce(jsonb_typeof(flowworker._map_source(v_bad.run, v_bad.step)), 'null')));
+                PERFORM flowworker._fail_run(v_bad.run_id, v_bad.step_slug, CASE
+                    WHEN v_bad.n IS NULL THEN format(
+                        'map step %s expects an array from %s, got %s', v_bad.step_slug,
+                        coalesce(v_bad.dep_slug, 'the flow input'),
+                        coalesce(jsonb_typeof(flowworker._map_source(v_bad.run, v_bad.step)),
+                                 'null'))
+                    ELSE format('map step %s would start %s tasks, over the limit of %s '
+                                '(flowworker.config max_map_tasks)', v_bad.step_slug, v_bad.n,
+                                v_max_tasks) END);
             END LOOP;
             CONTINUE;  -- the ready steps again, those of the failed runs left out
         END IF;
@@ -86,9 +96,11 @@ BEGIN
 
         FOR v_flow IN SELECT DISTINCT f FROM unnest(v_ready.flows) AS f LOOP
             PERFORM flowworker._queue_tasks(v_flow, array_agg(x.run_id), array_agg(x.step_slug),
-                                            array_agg(x.n), array_agg(x.delay))
+                                            array_agg(x.n), array_agg(x.delay),
+                                            array_agg(x.source))
             FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts,
-                        v_ready.delays) AS x(run_id, step_slug, flow_slug, n, delay)
+                        v_ready.delays, v_ready.sources)
+                     AS x(run_id, step_slug, flow_slug, n, delay, source)
             WHERE x.flow_slug = v_flow AND x.n > 0
             HAVING count(*) > 0;
         END LOOP;

@@ -1,8 +1,10 @@
 -- Start runs of a flow, one per input, in one statement: what an
 -- application enqueueing a batch calls. run_ids (optional, one per input)
 -- make the starts idempotent: a run_id that already exists for this flow
--- returns that run unchanged, so callers can retry a start safely; one of
--- another flow is an error. Returns the runs in input order. Every input is
+-- with the same input returns that run unchanged, so callers can retry a
+-- start safely; one of another flow or with another input is an error (a
+-- run id known to someone else must not hand them another caller's run).
+-- Returns the runs in input order. Every input is
 -- checked before anything is written, so a bad one starts none.
 CREATE FUNCTION flowworker.start_flows(flow_slug text, inputs jsonb[], run_ids uuid[] DEFAULT NULL)
 RETURNS SETOF flowworker.runs
@@ -19,12 +21,13 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_root_map pg_catalog.text;
-    v_limit bigint;
+    v_max_tasks bigint;
     v_kind pg_catalog.text;
+    v_width int;
     v_steps int;
     v_ids pg_catalog.uuid[];
     v_new pg_catalog.uuid[];
-    v_other flowworker.runs;
+    v_other pg_catalog.record;
 BEGIN
     PERFORM flowworker.check_slug(start_flows.flow_slug, 'flow slug');
     -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
@@ -38,10 +41,9 @@ BEGIN
         RAISE EXCEPTION 'flow % input must not be NULL', quote_literal(start_flows.flow_slug)
             USING ERRCODE = '22004';
     END IF;
-    SELECT c.value INTO v_limit FROM flowworker.config c WHERE c.name = 'max_input_bytes';
-    PERFORM flowworker._check_size(i, 'max_input_bytes',
-                                   format('the input of flow %L', start_flows.flow_slug))
-    FROM unnest(start_flows.inputs) AS i WHERE pg_column_size(i) > v_limit;
+    PERFORM flowworker._check_payloads(start_flows.inputs, NULL,
+                                       format('the input of flow %L', start_flows.flow_slug),
+                                       'max_input_bytes');
     SELECT s.step_slug INTO v_root_map FROM flowworker.steps s
     WHERE s.flow_slug = start_flows.flow_slug AND s.step_type = 'map' AND s.deps_count = 0
     LIMIT 1;
@@ -52,6 +54,16 @@ BEGIN
             RAISE EXCEPTION 'flow % maps step % over its input, which must be a JSON array, not %',
                 quote_literal(start_flows.flow_slug), quote_literal(v_root_map), v_kind
                 USING ERRCODE = '22023';
+        END IF;
+        SELECT c.value INTO v_max_tasks FROM flowworker.config c WHERE c.name = 'max_map_tasks';
+        SELECT max(jsonb_array_length(i)) INTO v_width FROM unnest(start_flows.inputs) AS i;
+        IF v_width > v_max_tasks THEN
+            RAISE EXCEPTION 'flow % maps step % over its input: % elements, over the limit of %',
+                quote_literal(start_flows.flow_slug), quote_literal(v_root_map), v_width,
+                v_max_tasks
+                USING ERRCODE = '22023',
+                      HINT = 'raise it with UPDATE flowworker.config SET value = ... '
+                             'WHERE name = ''max_map_tasks''';
         END IF;
     END IF;
     IF start_flows.run_ids IS NOT NULL
@@ -74,14 +86,21 @@ BEGIN
         RETURNING r.run_id
     )
     SELECT array_agg(i.run_id) INTO v_new FROM inserted i;
-    -- A run of another flow with one of these ids may have committed since
-    -- the check above (the insert waited for it): refuse it all the same.
-    SELECT r.* INTO v_other FROM flowworker.runs r
-    WHERE r.run_id = ANY (start_flows.run_ids) AND r.flow_slug <> start_flows.flow_slug LIMIT 1;
+    -- A run id that was taken (before this call, or by an earlier input of
+    -- it) by another flow or with another input is not this start's run.
+    -- Checked after the insert, which waits for a concurrent start of the
+    -- same id to commit.
+    SELECT r.run_id, r.flow_slug, r.flow_slug <> start_flows.flow_slug AS other_flow INTO v_other
+    FROM unnest(start_flows.run_ids, start_flows.inputs) AS x(run_id, input)
+    JOIN flowworker.runs r ON r.run_id = x.run_id
+    WHERE r.flow_slug <> start_flows.flow_slug OR r.input <> x.input
+    LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'run % belongs to flow %, not %', v_other.run_id,
-            quote_literal(v_other.flow_slug), quote_literal(start_flows.flow_slug)
-            USING ERRCODE = '23505';
+        RAISE EXCEPTION 'run % %', v_other.run_id, CASE WHEN v_other.other_flow
+            THEN format('belongs to flow %L, not %L', v_other.flow_slug, start_flows.flow_slug)
+            ELSE 'was started with another input' END
+            USING ERRCODE = '23505',
+                  HINT = 'a run id names one start; give each start its own run id';
     END IF;
 
     IF v_new IS NOT NULL THEN

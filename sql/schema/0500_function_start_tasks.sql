@@ -5,13 +5,20 @@
 -- worker died) is visible again and is re-claimed here with attempt + 1, or
 -- fails its task and run once max_attempts claims were spent. Messages that
 -- point at nothing claimable are archived, so garbage never loops.
--- The claim stays hidden for the task timeout + grace_seconds.
+-- The claim stays hidden for the task timeout + grace_seconds (1 s to an hour).
+--
+-- Per task it returns the handler input: a map task's own element, a root
+-- step's flow input, a dependent step's {dep: output}. The flow input comes
+-- along only when the handler input is not it already and it is small
+-- (8 KiB); otherwise fetch_flow_input tells the worker to read it from the
+-- run (once per run: a map over a large input must not send it with every
+-- element).
 CREATE FUNCTION flowworker.start_tasks(
     flow_slug text, worker_id uuid, batch_size int DEFAULT 10, grace_seconds int DEFAULT 5
 )
 RETURNS TABLE (
     msg_id bigint, run_id uuid, step_slug text, task_index int, attempt int,
-    input jsonb, flow_input jsonb, timeout int, isolated boolean
+    input jsonb, flow_input jsonb, fetch_flow_input boolean, timeout int, isolated boolean
 )
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -40,6 +47,16 @@ DECLARE
     v_exhausted flowworker.task_claim;
     v_lost boolean := false;
 BEGIN
+    -- ---------- GUARD: sane claim sizes and spans ----------
+    -- A negative grace would make a claim visible again at once, and spend
+    -- the task's attempts on every call.
+    IF grace_seconds IS NULL OR grace_seconds NOT BETWEEN 1 AND 3600
+       OR batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'start_tasks: grace_seconds must be 1..3600 and batch_size 1..10000, not % and %',
+            grace_seconds, batch_size USING ERRCODE = '22023';
+    END IF;
+
+    -- ---------- Visible messages, locked ----------
     EXECUTE format(
         'SELECT array_agg(m.msg_id), array_agg(m.message), array_agg(m.ctid)
          FROM (SELECT msg_id, message, ctid FROM flowworker.%I
@@ -146,16 +163,11 @@ BEGIN
         FROM unnest(v_locked) c
         WHERE t.ctid = c.task_tid
         RETURNING t.run_id, t.step_slug, t.task_index, t.flow_slug, t.attempts_count, c.msg_id,
-                  c.timeout, c.status = 'started' AND c.attempts_count >= 2 AS isolated
+                  t.input, c.timeout, c.status = 'started' AND c.attempts_count >= 2 AS isolated
     )
     SELECT c.msg_id, c.run_id, c.step_slug, c.task_index, c.attempts_count,
            CASE
-               WHEN s.step_type = 'map' AND s.deps_count = 0 THEN r.input -> c.task_index
-               WHEN s.step_type = 'map' THEN (
-                   SELECT ss.output -> c.task_index
-                   FROM flowworker.deps d
-                   JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
-                   WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
+               WHEN s.step_type = 'map' THEN c.input
                WHEN s.deps_count = 0 THEN r.input
                ELSE (
                    SELECT jsonb_object_agg(d.dep_slug, ss.output)
@@ -163,10 +175,15 @@ BEGIN
                    JOIN flowworker.step_states ss ON ss.run_id = c.run_id AND ss.step_slug = d.dep_slug
                    WHERE d.flow_slug = c.flow_slug AND d.step_slug = c.step_slug)
            END,
-           r.input, c.timeout, c.isolated
+           CASE WHEN NOT x.input_is_flow_input AND NOT x.large THEN r.input END,
+           NOT x.input_is_flow_input AND x.large,
+           c.timeout, c.isolated
     FROM claimed c
     JOIN flowworker.runs r ON r.run_id = c.run_id
     JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug
+    -- pg_column_size reads a stored value's size without decompressing it.
+    CROSS JOIN LATERAL (SELECT s.step_type = 'single' AND s.deps_count = 0 AS input_is_flow_input,
+                               pg_column_size(r.input) > 8192 AS large) AS x
     ORDER BY c.msg_id;
 END;
 $$;

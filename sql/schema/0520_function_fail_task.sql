@@ -1,11 +1,14 @@
--- Record a failed attempt under its claim. Returns 'retry' when the task is
--- queued again (visible after the backoff delay), 'failed' when attempts are
--- exhausted and the run failed, 'stale' when the claim is no longer current.
+-- Record a failed attempt under its claim: the attempt number and the
+-- worker holding it (a guessed attempt number from another worker login
+-- changes nothing). Returns 'retry' when the task is queued again (visible
+-- after the backoff delay), 'failed' when attempts are exhausted and the run
+-- failed, 'stale' when the claim is no longer current.
 -- The error text is stored with every failed attempt, so a huge one is cut
 -- to 8,192 characters and a note of how many were cut, as the worker cuts an
 -- exception's text (a text the worker already cut is left as it is).
 CREATE FUNCTION flowworker.fail_task(
-    run_id uuid, step_slug text, task_index int, attempt int, error_message text
+    run_id uuid, step_slug text, task_index int, attempt int, error_message text,
+    worker_id uuid DEFAULT NULL
 )
 RETURNS text
 LANGUAGE plpgsql
@@ -28,6 +31,10 @@ DECLARE
              || (pg_catalog.length(fail_task.error_message) - c_keep) || ' more characters cut]'
         ELSE fail_task.error_message END;
 BEGIN
+    IF fail_task.worker_id IS NULL THEN
+        RAISE EXCEPTION 'fail_task needs the worker_id that holds the claim'
+            USING ERRCODE = '22004';
+    END IF;
     SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
     WHERE r.run_id = fail_task.run_id AND r.status = 'started' FOR UPDATE;
     IF NOT FOUND THEN
@@ -37,6 +44,7 @@ BEGIN
     WHERE t.run_id = fail_task.run_id AND t.step_slug = fail_task.step_slug
       AND t.task_index = fail_task.task_index
       AND t.status = 'started' AND t.attempts_count = fail_task.attempt
+      AND t.worker_id = fail_task.worker_id
     FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'stale';

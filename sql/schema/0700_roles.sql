@@ -49,11 +49,11 @@ BEGIN
         TO flowworker_worker;
     GRANT EXECUTE ON FUNCTION
         flowworker.start_tasks(text, uuid, int, int),
-        flowworker.complete_task(uuid, text, int, int, jsonb),
-        flowworker.fail_task(uuid, text, int, int, text),
+        flowworker.complete_task(uuid, text, int, int, jsonb, uuid),
+        flowworker.fail_task(uuid, text, int, int, text, uuid),
         flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[], uuid[]),
         flowworker.release_tasks(uuid[], text[], int[], int[], uuid[]),
-        flowworker.extend_claims(text, uuid[], text[], int[], int[], int),
+        flowworker.extend_claims(text, uuid[], text[], int[], int[], int, uuid[]),
         flowworker.register_worker(uuid, text, text, int),
         flowworker.heartbeat_worker(uuid),
         flowworker.stop_worker(uuid),

@@ -1,2 +1,5 @@
--- The schema version this tree installs; workers refuse any other.
-INSERT INTO flowworker.migrations (version, name) VALUES (1, 'initial');
+-- The schema versions this tree holds, as `flowworker migrate` records them
+-- one migration at a time (sql/migrations); workers check the last row.
+INSERT INTO flowworker.migrations (version, name, min_worker_version) VALUES
+    (1, 'initial', 1),
+    (2, 'hardening', 2);

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from flowworker.devdb import free_port
+from flowworker.schema import schema_version
 from tests.acceptance.harness import Database, WorkerProcess
 from tests.support.database import PgServer
 from tests.support.worker_fixtures import Spawn
@@ -47,10 +48,24 @@ def test_schema_not_installed_exits_4(spawn: Spawn, bare_database: str) -> None:
     assert "schema" in err.lower(), err
 
 
-def test_schema_from_a_newer_version_exits_4(db: Database, spawn: Spawn) -> None:
-    db.execute("INSERT INTO flowworker.migrations (version, name) VALUES (9999, 'from_the_future')")
+def test_schema_that_needs_newer_workers_exits_4(db: Database, spawn: Spawn) -> None:
+    db.execute("INSERT INTO flowworker.migrations (version, name, min_worker_version) "
+               "VALUES (9999, 'from_the_future', 9999)")
     code, err = exit_code_and_stderr(spawn("diamond", wait_ready=False))
     assert code == 4, err
+    assert "needs workers of version 9999 or later" in err, err
+    assert "upgrade flowworker" in err, err
+
+
+def test_a_newer_schema_that_old_workers_can_use_is_served(db: Database, spawn: Spawn) -> None:
+    """A migration that changes nothing old workers call keeps min_worker_version:
+    workers of the previous version go on serving (a rolling deploy)."""
+    db.execute("INSERT INTO flowworker.migrations (version, name, min_worker_version) "
+               f"VALUES (9999, 'compatible', {schema_version()})")
+    spawn("diamond")
+    run_id = db.start_run("diamond", {"n": 2})
+    db.wait_runs([run_id], timeout=30)
+    assert db.run_statuses([run_id]) == {"completed": 1}
 
 
 def test_flow_shape_differs_from_the_code_exits_4_naming_the_step(

@@ -4,6 +4,7 @@ every execution in the effect ledger (tests/apps/ledger.py) unless noted.
 - `noop`: one no-op step (L1, D1, F2, S3, B2); `{"sleep": s}` naps first.
 - `bare`: one no-op step that writes no ledger (L5: no extra connections).
 - `wide`: a root map step that doubles each element (L4), no ledger.
+- `sized`: a root map step that reports the length of its flow input (B5).
 - `drain`: one plain-`def` step that waits for its gate, then sleeps (F2).
 - `zombie`: a root map step `parts` whose elements wait for a gate and, on
   attempt 1, may fail; a root step `keep` that holds the run open until a
@@ -71,6 +72,16 @@ wide = Flow("wide", max_attempts=3, base_delay=1, timeout=30)
 @wide.map()
 async def cell(item: int, ctx: Context) -> int:
     return 2 * item
+
+
+sized = Flow("sized", max_attempts=3, base_delay=1, timeout=30)
+
+
+@sized.map()
+async def measure(item: dict[str, Any], ctx: Context) -> int:
+    """B5: what a map task over a large input gets (its element; the flow input)."""
+    await arecord(ctx)
+    return int(item["i"]) * 10_000 + len(ctx.flow_input)
 
 
 # ---------------------------------------------------------------- drain (F2)

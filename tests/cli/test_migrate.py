@@ -14,6 +14,7 @@ import pytest
 
 from flowworker.schema import migrations, schema_version
 from tests.cli.helpers import assert_one_error_line, clean_env, command, run_cli
+from tests.sql.schema.test_schema import baseline_sql
 
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('flowworker.migrate'))"
 
@@ -25,7 +26,8 @@ def installed_versions(url: str) -> list[tuple[int, str]]:
 
 
 def expected_versions() -> list[tuple[int, str]]:
-    return [(m.version, m.name) for m in migrations()]
+    """Version 1 (the first release), then one row per migration since."""
+    return [(1, "initial"), *((m.version, m.name) for m in migrations())]
 
 
 def definitions(url: str) -> dict[str, Any]:
@@ -65,9 +67,20 @@ def test_migrate_installs_the_schema_on_an_empty_database(empty_db_url: str) -> 
     result = run_cli("migrate", "--database-url", empty_db_url)
     assert result.returncode == 0, result.stderr
     assert installed_versions(empty_db_url) == expected_versions()
-    assert expected_versions()[-1][0] == schema_version() == 1
-    assert "applied migration 0001_initial" in result.stderr
+    assert expected_versions()[-1][0] == schema_version()
+    assert f"applied schema version {schema_version()}\n" in result.stderr
+    assert "applied migration" not in result.stderr, "a fresh install runs no migration"
     assert result.stderr.endswith("schema is current\n")
+
+
+def test_migrate_upgrades_a_database_of_the_first_release(empty_db_url: str) -> None:
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(baseline_sql())
+    result = run_cli("migrate", "--database-url", empty_db_url)
+    assert result.returncode == 0, result.stderr
+    for migration in migrations():
+        assert f"applied migration {migration.version:04d}_{migration.name}" in result.stderr
+    assert installed_versions(empty_db_url) == expected_versions()
 
 
 def test_migrate_twice_changes_nothing_the_second_time(empty_db_url: str) -> None:
@@ -111,7 +124,7 @@ def test_three_concurrent_migrates_on_an_empty_database(empty_db_url: str) -> No
             outcomes = [(p.wait(timeout=120), *p.communicate()) for p in processes]
     assert [code for code, _, _ in outcomes] == [0, 0, 0], outcomes
     assert all("Traceback" not in err for _, _, err in outcomes)
-    applied = [err for _, _, err in outcomes if "applied migration" in err]
+    applied = [err for _, _, err in outcomes if "applied schema version" in err]
     assert len(applied) == 1, outcomes
     assert installed_versions(empty_db_url) == expected_versions()
 

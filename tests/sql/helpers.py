@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,9 +28,11 @@ class Claim:
     task_index: int
     attempt: int
     input: Any
-    flow_input: Any
+    flow_input: Any  # None for a root single step (its input is the flow input)
+    fetch_flow_input: bool
     timeout: int
     isolated: bool = False
+    worker: uuid.UUID = WORKER  # who holds the claim (not a column of start_tasks)
 
 
 def start(conn: psycopg.Connection, flow: str, flow_input: Any = None,
@@ -50,13 +52,13 @@ def claim(conn: psycopg.Connection, flow: str, batch_size: int = 10,
     rows = conn.execute(
         "SELECT * FROM flowworker.start_tasks(%s, %s, %s, 5)", (flow, worker, batch_size)
     ).fetchall()
-    return [Claim(*row) for row in rows]
+    return [replace(Claim(*row), worker=worker) for row in rows]
 
 
 def complete(conn: psycopg.Connection, c: Claim, output: Any) -> bool:
     row = conn.execute(
-        "SELECT flowworker.complete_task(%s, %s, %s, %s, %s)",
-        (c.run_id, c.step_slug, c.task_index, c.attempt, Jsonb(output)),
+        "SELECT flowworker.complete_task(%s, %s, %s, %s, %s, %s)",
+        (c.run_id, c.step_slug, c.task_index, c.attempt, Jsonb(output), c.worker),
     ).fetchone()
     assert row is not None
     applied: bool = row[0]
@@ -68,17 +70,18 @@ def ack(conn: psycopg.Connection, claims: list[Claim], outputs: list[Any],
     """Acknowledge several claims in one ack_tasks call, as a worker does;
     an error in place of an output fails that attempt."""
     rows = conn.execute(
-        "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s) ORDER BY ord",
+        "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s, %s) ORDER BY ord",
         ([c.run_id for c in claims], [c.step_slug for c in claims],
          [c.task_index for c in claims], [c.attempt for c in claims],
-         [Jsonb(o) for o in outputs], errors or [None] * len(claims))).fetchall()
+         [Jsonb(o) for o in outputs], errors or [None] * len(claims),
+         [c.worker for c in claims])).fetchall()
     return [r[0] for r in rows]
 
 
 def fail(conn: psycopg.Connection, c: Claim, error: str = "boom") -> str:
     row = conn.execute(
-        "SELECT flowworker.fail_task(%s, %s, %s, %s, %s)",
-        (c.run_id, c.step_slug, c.task_index, c.attempt, error),
+        "SELECT flowworker.fail_task(%s, %s, %s, %s, %s, %s)",
+        (c.run_id, c.step_slug, c.task_index, c.attempt, error, c.worker),
     ).fetchone()
     assert row is not None
     outcome: str = row[0]
@@ -87,9 +90,10 @@ def fail(conn: psycopg.Connection, c: Claim, error: str = "boom") -> str:
 
 def release(conn: psycopg.Connection, claims: list[Claim]) -> int:
     row = conn.execute(
-        "SELECT flowworker.release_tasks(%s, %s, %s, %s)",
+        "SELECT flowworker.release_tasks(%s, %s, %s, %s, %s)",
         ([c.run_id for c in claims], [c.step_slug for c in claims],
-         [c.task_index for c in claims], [c.attempt for c in claims]),
+         [c.task_index for c in claims], [c.attempt for c in claims],
+         [c.worker for c in claims]),
     ).fetchone()
     assert row is not None
     released: int = row[0]

@@ -193,13 +193,20 @@ def test_map_with_two_deps_names_the_step() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_attempts": 0}, r"step 'opt': max_attempts must be an integer >= 1, not 0"),
-        ({"timeout": 0}, r"step 'opt': timeout must be an integer >= 1"),
-        ({"base_delay": -1}, r"step 'opt': base_delay must be an integer >= 0"),
-        ({"start_delay": -5}, r"step 'opt': start_delay must be an integer >= 0"),
-        ({"timeout": 1.5}, r"step 'opt': timeout must be an integer >= 1, not 1.5"),
-        ({"timeout": "10"}, r"step 'opt': timeout must be an integer >= 1, not '10'"),
-        ({"max_attempts": True}, r"step 'opt': max_attempts must be an integer >= 1, not True"),
+        ({"max_attempts": 0},
+         r"step 'opt': max_attempts must be an integer between 1 and 1000, not 0"),
+        ({"max_attempts": 1001}, r"max_attempts must be an integer between 1 and 1000"),
+        ({"timeout": 0}, r"step 'opt': timeout must be an integer between 1 and 604800"),
+        ({"timeout": 2**31 - 1}, r"timeout must be an integer between 1 and 604800"),
+        ({"base_delay": -1}, r"step 'opt': base_delay must be an integer between 0 and 86400"),
+        ({"base_delay": 86401}, r"base_delay must be an integer between 0 and 86400"),
+        ({"start_delay": -5}, r"step 'opt': start_delay must be an integer between 0 and"),
+        ({"start_delay": 2592001}, r"start_delay must be an integer between 0 and 2592000"),
+        ({"timeout": 1.5}, r"step 'opt': timeout must be an integer between 1 and 604800, "
+                           r"not 1.5"),
+        ({"timeout": "10"}, r"timeout must be an integer between 1 and 604800, not '10'"),
+        ({"max_attempts": True}, r"max_attempts must be an integer between 1 and 1000, "
+                                 r"not True"),
     ],
 )
 def test_bad_step_options_name_the_step(options: dict[str, Any], message: str) -> None:
@@ -210,12 +217,21 @@ def test_bad_step_options_name_the_step(options: dict[str, Any], message: str) -
     assert flow.steps == {}
 
 
+def test_options_at_their_bounds_are_accepted() -> None:
+    flow = Flow("edges", max_attempts=1000, base_delay=86400, timeout=604800)
+
+    @flow.step(max_attempts=1, base_delay=0, timeout=1, start_delay=2592000)
+    def opt(data: Any, ctx: Context) -> None: ...
+    assert flow.steps["opt"].start_delay == 2592000
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_attempts": 0}, r"flow 'f': max_attempts must be an integer >= 1"),
-        ({"base_delay": -1}, r"flow 'f': base_delay must be an integer >= 0"),
-        ({"timeout": 0}, r"flow 'f': timeout must be an integer >= 1"),
+        ({"max_attempts": 0}, r"flow 'f': max_attempts must be an integer between 1 and 1000"),
+        ({"base_delay": -1}, r"flow 'f': base_delay must be an integer between 0 and 86400"),
+        ({"timeout": 0}, r"flow 'f': timeout must be an integer between 1 and 604800"),
+        ({"timeout": 2**31 - 1}, r"flow 'f': timeout must be an integer between 1 and 604800"),
     ],
 )
 def test_bad_flow_options_name_the_flow(options: dict[str, Any], message: str) -> None:

@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.sql.helpers import (
+    WORKER,
     Claim,
     assert_invariants,
     claim,
@@ -112,7 +113,7 @@ def test_raising_the_limit_admits_a_2_mb_input(conn: psycopg.Connection, flow: s
                  "WHERE name = 'max_input_bytes'")
     run_id = start(conn, flow, payload)
     (c,) = claim(conn, flow)
-    assert (c.run_id, c.input, c.flow_input) == (run_id, payload, payload)
+    assert (c.run_id, c.input, c.flow_input) == (run_id, payload, None)  # input is flow input
     assert complete(conn, c, "ok")
     assert run_row(conn, run_id)["status"] == "completed"
 
@@ -142,9 +143,10 @@ def test_oversized_output_is_refused_and_the_task_is_left_as_it_was(
     two_mb = {"blob": "z" * (2 * MiB)}
     with pytest.raises(psycopg.errors.ProgramLimitExceeded):
         conn.execute(
-            "SELECT * FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s)",
+            "SELECT * FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s, %s)",
             ([second.run_id, first.run_id], ["each", "each"], [1, 0],
-             [second.attempt, first.attempt], [Jsonb(two_mb), Jsonb("fine")], [None, None]))
+             [second.attempt, first.attempt], [Jsonb(two_mb), Jsonb("fine")], [None, None],
+             [second.worker, first.worker]))
     assert_task_unchanged(conn, first)
     assert_task_unchanged(conn, second)
 
@@ -207,11 +209,11 @@ def test_deep_nesting_round_trips_or_is_refused_whole(
     assert row[1] == text
     claimed = conn.execute(
         "SELECT run_id, step_slug, task_index, attempt, input::text, flow_input::text "
-        "FROM flowworker.start_tasks(%s, gen_random_uuid())", (flow,)).fetchall()
-    assert claimed == [(row[0], "a", 0, 1, text, text)]
+        "FROM flowworker.start_tasks(%s, %s)", (flow, WORKER)).fetchall()
+    assert claimed == [(row[0], "a", 0, 1, text, None)]
     applied = conn.execute(
-        "SELECT flowworker.complete_task(run_id, 'a', 0, 1, input) FROM flowworker.runs",
-    ).fetchone()
+        "SELECT flowworker.complete_task(run_id, 'a', 0, 1, input, %s) FROM flowworker.runs",
+        (WORKER,)).fetchone()
     assert applied == (True,)
     out = conn.execute("SELECT status, output -> 'a' = input FROM flowworker.runs").fetchone()
     assert out == ("completed", True)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import psycopg
 import pytest
@@ -24,7 +23,8 @@ from psycopg.types.json import Jsonb
 
 from flowworker.devdb import FAST_SETTINGS, LocalCluster
 from flowworker.migrator import migrate
-from flowworker.schema import queries
+from flowworker.schema import queries, schema_version
+from tests.faults.sql.conftest import KINDS, Logins
 from tests.sql.helpers import (
     ack,
     assert_invariants,
@@ -38,9 +38,6 @@ from tests.sql.helpers import (
     start,
     tasks,
 )
-from tests.support.database import PgServer
-
-KINDS = ("enqueuer", "worker", "reader", "nobody")
 
 CORE_TABLES = {"migrations", "config", "flows", "steps", "deps", "runs", "step_states",
                "step_tasks", "workers"}
@@ -59,42 +56,6 @@ EXECUTES: dict[str, set[str]] = {
     "reader": set(),
     "nobody": set(),
 }
-
-
-@dataclass(frozen=True)
-class Logins:
-    """Login roles made for one test (roles are cluster-wide: unique names)."""
-
-    names: dict[str, str]
-    db_url: str
-
-    def connect(self, kind: str) -> psycopg.Connection:
-        return psycopg.connect(self.db_url, user=self.names[kind], autocommit=True)
-
-
-@pytest.fixture
-def logins(pg_server: PgServer, db_url: str) -> Iterator[Logins]:
-    tag = uuid.uuid4().hex[:10]
-    names = {kind: f"fw_{kind}_{tag}" for kind in KINDS}
-    made: list[str] = []
-    try:
-        for kind, name in names.items():
-            pg_server.execute(f"CREATE ROLE {name} LOGIN")
-            made.append(name)
-            if kind != "nobody":
-                pg_server.execute(f"GRANT flowworker_{kind} TO {name}")
-        yield Logins(names, db_url)
-    finally:
-        with psycopg.connect(db_url, autocommit=True) as admin:
-            # Sessions end after their clients close, taking their temporary
-            # objects along; wait for that (the timeout makes this wait).
-            admin.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
-                          "WHERE usename = ANY(%s)", (made,))
-            if made:
-                admin.execute(sql.SQL("DROP OWNED BY {}").format(
-                    sql.SQL(", ").join(map(sql.Identifier, made))))
-        for name in made:
-            pg_server.execute(f"DROP ROLE IF EXISTS {name}")
 
 
 # --- what the catalog says ---------------------------------------------------
@@ -266,6 +227,7 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
         assert q("listen_check") == [(1,)]
         assert q("notify", "flowworker_roles_probe") == [("",)]
         assert q("max_output_bytes") == [(1048576,)]
+        assert q("min_worker_version") == [(schema_version(),)]
         assert sorted(q("flow_shape", "roles")) == [
             ("a", "single", []), ("b", "map", ["a"]), ("c", "single", ["b"])]
         assert q("register_worker", worker_id, "roles", "host", 1234) == [(worker_id,)]
@@ -289,7 +251,8 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
         # Renew one claim, hand it back and take it again, then work the run to its end.
         (first,) = q("start_tasks", "roles", worker_id, 10, 5)
         assert q("extend_claims", "roles", [first[1]], [first[2]], [first[3]], [first[4]],
-                 30) == [(1,)]
+                 30, [worker_id]) == [(1,)]
+        assert q("run_inputs", [first[1]]) == [(first[1], {"n": 3}, ANY)]
         assert q("release_tasks", [first[1]], [first[2]], [first[3]], [first[4]],
                  [worker_id]) == [(1,)]
         outputs: dict[str, Any] = {}
@@ -298,8 +261,8 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
             (length, _visible, _age), = q("queue_metrics", "roles")
             assert length >= len(claimed)
             results: list[Any] = []
-            for (_msg, _run, step, _index, _attempt, task_input, _flow_input, _timeout,
-                 _isolated) in claimed:
+            for (_msg, _run, step, _index, _attempt, task_input, _flow_input, _fetch,
+                 _timeout, _isolated) in claimed:
                 if step == "a":
                     results.append(list(range(1, task_input["n"] + 1)))
                 elif step == "b":
@@ -385,8 +348,8 @@ def test_temporary_types_cannot_steer_security_definer_functions(
         assert release(wrk, [a]) == 1
         (a,) = claim(wrk, "shadow", worker=worker)
         assert wrk.execute(
-            "SELECT flowworker.extend_claims('shadow', %s, %s, %s, %s, 30)",
-            ([a.run_id], [a.step_slug], [a.task_index], [a.attempt])).fetchone() == (1,)
+            "SELECT flowworker.extend_claims('shadow', %s, %s, %s, %s, 30, %s)",
+            ([a.run_id], [a.step_slug], [a.task_index], [a.attempt], [a.worker])).fetchone() == (1,)
         assert fail(wrk, a, "once") == "retry"
         (a,) = claim(wrk, "shadow", worker=worker)
         assert complete(wrk, a, [5, 6])

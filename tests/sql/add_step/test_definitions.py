@@ -86,6 +86,7 @@ def test_unknown_dependency_flow_and_type_are_refused(conn: psycopg.Connection) 
         conn.execute("SELECT flowworker.add_step('u', 'b', deps => '{zz}')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="single or map, not loop"):
         conn.execute("SELECT flowworker.add_step('u', 'b', step_type => 'loop')")
-    with pytest.raises(psycopg.errors.CheckViolation):
+    with pytest.raises(psycopg.errors.InvalidParameterValue,
+                       match=r"step u\.b: max_attempts must be between 1 and 1000, not 0"):
         conn.execute("SELECT flowworker.add_step('u', 'b', max_attempts => 0)")
     assert conn.execute("SELECT count(*) FROM flowworker.steps").fetchone() == (1,)

@@ -21,7 +21,9 @@ def test_diamond_inputs_and_run_output(conn: psycopg.Connection) -> None:
     run_id = start(conn, "diamond", {"n": 1})
 
     (a,) = claim(conn, "diamond")
-    assert (a.step_slug, a.attempt, a.input, a.flow_input) == ("a", 1, {"n": 1}, {"n": 1})
+    # A root step's input is the flow input, which is not sent twice.
+    assert (a.step_slug, a.attempt, a.input, a.flow_input) == ("a", 1, {"n": 1}, None)
+    assert not a.fetch_flow_input
     assert claim(conn, "diamond") == []
     assert complete(conn, a, {"a": 10})
 

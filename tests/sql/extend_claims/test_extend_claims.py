@@ -26,9 +26,10 @@ from tests.sql.helpers import (
 
 def extend(conn: psycopg.Connection, claims: list[Claim], seconds: int) -> int:
     row = conn.execute(
-        "SELECT flowworker.extend_claims('ext', %s, %s, %s, %s, %s)",
+        "SELECT flowworker.extend_claims('ext', %s, %s, %s, %s, %s, %s)",
         ([c.run_id for c in claims], [c.step_slug for c in claims],
-         [c.task_index for c in claims], [c.attempt for c in claims], seconds),
+         [c.task_index for c in claims], [c.attempt for c in claims], seconds,
+         [c.worker for c in claims]),
     ).fetchone()
     assert row is not None
     extended: int = row[0]
@@ -49,6 +50,24 @@ def test_extend_current_claims_only(conn: psycopg.Connection) -> None:
         assert visible_in(conn, "ext", c0.msg_id) > 500, "extending never shortens a claim"
     assert extend(conn, [], 600) == 0
     assert_invariants(conn, "ext")
+
+
+def test_only_the_holding_worker_extends_and_within_bounds(conn: psycopg.Connection) -> None:
+    """A second worker login guessing the attempt cannot push a claim it does
+    not hold (to the year 2094, say); nor can anyone pass absurd spans."""
+    define(conn, "ext", {"only": []}, timeout=10)
+    start(conn, "ext")
+    (c,) = claim(conn, "ext")
+    before = vt_of(conn, "ext", c.msg_id)
+    assert extend(conn, [replace(c, worker=uuid.uuid4())], 3600) == 0
+    assert vt_of(conn, "ext", c.msg_id) == before
+    for seconds in (0, -5, 608401, 2_000_000_000):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="seconds must be between"):
+            extend(conn, [c], seconds)
+    with pytest.raises(psycopg.errors.NullValueNotAllowed, match="needs the worker_id"):
+        conn.execute("SELECT flowworker.extend_claims('ext', %s, %s, %s, %s, 60, NULL)",
+                     ([c.run_id], [c.step_slug], [c.task_index], [c.attempt]))
+    assert vt_of(conn, "ext", c.msg_id) == before
 
 
 def test_a_reclaim_in_flight_makes_the_expired_claim_stale(conn: psycopg.Connection,

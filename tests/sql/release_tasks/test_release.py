@@ -12,6 +12,7 @@ from tests.sql.helpers import (
     complete,
     define,
     expire,
+    fail,
     release,
     start,
     tasks,
@@ -67,8 +68,7 @@ def test_release_after_retries_keeps_failed_attempts(conn: psycopg.Connection) -
     define(conn, "rel", {"a": []}, base_delay=0)
     run_id = start(conn, "rel")
     (c,) = claim(conn, "rel")
-    assert conn.execute("SELECT flowworker.fail_task(%s, 'a', 0, 1, 'x')",
-                        (c.run_id,)).fetchone() == ("retry",)
+    assert fail(conn, c, "x") == "retry"
     (c2,) = claim(conn, "rel")
     assert c2.attempt == 2
     assert release(conn, [c2]) == 1

@@ -1,9 +1,14 @@
-"""Installing the schema fresh and migrating from zero give the same catalog."""
+"""Installing the schema fresh and upgrading from the first release give the
+same catalog: sql/schema/ is the current state, sql/migrations/ the deltas
+from version 1, and a delta that forgets an object fails here."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -48,8 +53,19 @@ DESCRIBE = {
         WHERE tgrelid::regclass::text LIKE 'flowworker.%' AND NOT tgisinternal ORDER BY 1, 2""",
     "schema": """
         SELECT nspname, nspacl::text FROM pg_namespace WHERE nspname = 'flowworker'""",
-    "migrations": "SELECT version, name FROM flowworker.migrations ORDER BY 1",
+    "migrations": """
+        SELECT version, name, min_worker_version FROM flowworker.migrations ORDER BY 1""",
 }
+
+# The schema as version 1 shipped it (the first release's 0001 migration),
+# kept as a frozen fixture: databases in the field started there. Stored
+# compressed because it is a record, never edited; the digest pins it.
+BASELINE = Path(__file__).parent / "baseline" / "0001_initial.sql.gz"
+BASELINE_SHA256 = "b6301c07182fe83242c4b0b784ee1e31ee504350d00097e185a9efa37afbe898"
+
+
+def baseline_sql() -> bytes:
+    return gzip.decompress(BASELINE.read_bytes())
 
 
 @pytest.fixture
@@ -71,11 +87,18 @@ def describe(conn: psycopg.Connection) -> dict[str, list[tuple[object, ...]]]:
     return {kind: conn.execute(query).fetchall() for kind, query in DESCRIBE.items()}
 
 
-def test_fresh_install_equals_migrating_from_zero(
+def test_the_version_1_baseline_is_frozen() -> None:
+    assert hashlib.sha256(baseline_sql()).hexdigest() == BASELINE_SHA256
+
+
+def test_fresh_install_equals_upgrading_from_version_1(
         empty_dbs: tuple[psycopg.Connection, psycopg.Connection]) -> None:
     fresh, migrated = empty_dbs
     fresh.execute(schema_sql().encode())
+    with migrated.transaction():
+        migrated.execute(baseline_sql())
     assert migrations(), "no migrations found"
+    assert migrations()[0].version == 2, "deltas start after the version 1 baseline"
     for migration in migrations():
         with migrated.transaction():
             migrated.execute(migration.sql.encode())

@@ -15,18 +15,30 @@ def test_same_run_id_returns_the_same_run(conn: psycopg.Connection) -> None:
     run_id = uuid.uuid4()
     assert start(conn, "idem", {"v": 1}, run_id) == run_id
     first = run_row(conn, run_id)
-    assert start(conn, "idem", {"v": 2}, run_id) == run_id
+    assert start(conn, "idem", {"v": 1}, run_id) == run_id
     assert run_row(conn, run_id) == first
-    assert first["input"] == {"v": 1}
     assert len(tasks(conn, run_id)) == 1
     assert conn.execute("SELECT count(*) FROM flowworker.q_idem").fetchone() == (1,)
     assert conn.execute("SELECT count(*) FROM flowworker.step_states").fetchone() == (2,)
     (c,) = claim(conn, "idem")
-    assert start(conn, "idem", {"v": 3}, run_id) == run_id
+    assert start(conn, "idem", {"v": 1}, run_id) == run_id
     assert claim(conn, "idem") == []
     assert c.input == {"v": 1}
     assert_invariants(conn, "idem")
 
+
+def test_a_known_run_id_with_another_input_is_not_that_run(conn: psycopg.Connection) -> None:
+    """Whoever learns a run id first cannot hand the next caller their run:
+    the same id with another input is an error naming the run."""
+    define(conn, "idem", {"a": []})
+    run_id = uuid.uuid4()
+    start(conn, "idem", {"v": 1}, run_id)
+    first = run_row(conn, run_id)
+    with pytest.raises(psycopg.errors.UniqueViolation,
+                       match=f"run {run_id} was started with another input"):
+        start(conn, "idem", {"v": 2}, run_id)
+    assert run_row(conn, run_id) == first
+    assert conn.execute("SELECT count(*) FROM flowworker.runs").fetchone() == (1,)
 
 
 def test_run_id_of_another_flow_is_an_error(conn: psycopg.Connection) -> None:

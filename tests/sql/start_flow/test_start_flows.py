@@ -130,7 +130,8 @@ def test_a_batch_starts_each_run_as_start_flow_does(conn: psycopg.Connection) ->
     by_run = {r["run_id"]: r["input"] for r in rows} | {
         r: run_row(conn, r)["input"] for r in singly}
     for c in claims:
-        assert c.flow_input == by_run[c.run_id]
+        # A root single step's input is the flow input; a map task gets it beside its element.
+        assert c.flow_input == (by_run[c.run_id] if c.step_slug == "each" else None)
         assert c.input == (by_run[c.run_id][c.task_index] if c.step_slug == "each"
                            else by_run[c.run_id])
     assert_invariants(conn, "mix")
@@ -181,14 +182,18 @@ def test_repeating_a_call_with_run_ids_returns_the_same_runs(conn: psycopg.Conne
     assert before["runs"] == (3,)
     assert before["step_tasks"] == (3,)
 
-    again = start_many(conn, "idem", [{"v": 10}, {"v": 20}, {"v": 30}], list(given))
-    assert again == first  # the existing runs unchanged: not the new inputs
+    again = start_many(conn, "idem", [{"v": 1}, {"v": 2}, {"v": 3}], list(given))
+    assert again == first  # the existing runs, unchanged
+    assert snapshot(conn, ("idem",)) == before
+    with pytest.raises(psycopg.errors.UniqueViolation, match="was started with another input"):
+        start_many(conn, "idem", [{"v": 1}, {"v": 20}, {"v": 3}], list(given))
     assert snapshot(conn, ("idem",)) == before
 
     # After a task was claimed, a retry neither resets it nor queues another.
     (c, *_) = claim(conn, "idem", batch_size=1)
     claimed = run_row(conn, c.run_id)
-    assert start_many(conn, "idem", [{}, {}, {}], list(given))[given.index(c.run_id)] == claimed
+    repeated = start_many(conn, "idem", [{"v": 1}, {"v": 2}, {"v": 3}], list(given))
+    assert repeated[given.index(c.run_id)] == claimed
     assert [t["attempts_count"] for t in tasks(conn, c.run_id)] == [1]
     assert len(claim(conn, "idem")) == 2  # the two never claimed, nothing new
     assert claim(conn, "idem") == []
@@ -200,7 +205,8 @@ def test_existing_and_new_run_ids_in_one_call(conn: psycopg.Connection) -> None:
     old = [uuid.uuid4(), uuid.uuid4()]
     first = start_many(conn, "mixed", [{"old": 0}, {"old": 1}], list(old))
     new = [uuid.uuid4(), uuid.uuid4()]
-    rows = start_many(conn, "mixed", [{"new": 0}, {"x": 0}, {"new": 1}, {"x": 1}, {"new": 2}],
+    rows = start_many(conn, "mixed",
+                      [{"new": 0}, {"old": 0}, {"new": 1}, {"old": 1}, {"new": 2}],
                       [new[0], old[0], new[1], old[1], None])
 
     assert rows[1] == first[0]
@@ -221,7 +227,11 @@ def test_existing_and_new_run_ids_in_one_call(conn: psycopg.Connection) -> None:
 def test_a_run_id_twice_in_one_call_is_one_run(conn: psycopg.Connection) -> None:
     define(conn, "twice", {"a": [], "b": ["a"]})
     x, y = uuid.uuid4(), uuid.uuid4()
-    rows = start_many(conn, "twice", [{"v": 1}, {"v": 2}, {"v": 3}], [x, y, x])
+    with pytest.raises(psycopg.errors.UniqueViolation,
+                       match=f"run {x} was started with another input"):
+        start_many(conn, "twice", [{"v": 1}, {"v": 2}, {"v": 3}], [x, y, x])
+    assert conn.execute("SELECT count(*) FROM flowworker.runs").fetchone() == (0,)
+    rows = start_many(conn, "twice", [{"v": 1}, {"v": 2}, {"v": 1}], [x, y, x])
     assert ids(rows) == [x, y, x]
     assert rows[0] == rows[2]
     # The first occurrence starts the run; the second finds it started.
@@ -427,7 +437,8 @@ def test_a_dag_queues_only_its_root_tasks(conn: psycopg.Connection) -> None:
     claims = claim(conn, "dag", batch_size=100)
     assert sorted((str(c.run_id), c.step_slug) for c in claims) == sorted(
         (str(r), s) for r in ids(rows) for s in "az")
-    assert all(c.input == c.flow_input == inputs[ids(rows).index(c.run_id)] for c in claims)
+    assert all(c.input == inputs[ids(rows).index(c.run_id)] and c.flow_input is None
+               for c in claims)
 
     # The runs go on one by one: a's completion starts b in its run only.
     (a0,) = (c for c in claims if c.run_id == rows[0]["run_id"] and c.step_slug == "a")

@@ -57,9 +57,10 @@ def test_a_session_that_began_on_an_empty_flow_claims_by_key_when_it_is_large(
     with conn.transaction():
         run_ids = [c.run_id for c in claims]
         rows = conn.execute(
-            "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s, NULL)",
+            "SELECT result FROM flowworker.ack_tasks(%s, %s, %s, %s, %s, %s, %s)",
             (run_ids, [c.step_slug for c in claims], [c.task_index for c in claims],
-             [c.attempt for c in claims], ["null"] * BATCH, [None] * BATCH)).fetchall()
+             [c.attempt for c in claims], ["null"] * BATCH, [None] * BATCH,
+             [c.worker for c in claims])).fetchall()
         acked_reads = {t: rows_read(conn, t) for t in ("step_tasks", "step_states", "runs")}
     assert [r[0] for r in rows] == ["completed"] * BATCH
     assert all(n < 5 * BATCH for n in acked_reads.values()), acked_reads
