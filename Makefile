@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install run test lint format clean
+.PHONY: help install run test test-fast lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,10 @@ run: install ## Run the example end to end on an embedded PostgreSQL
 
 test: install lint test-deps ## Lint, type-check and run every test against a real PostgreSQL
 	$(VENV)/bin/pytest
+
+# The tier markers come from tests/conftest.py (by directory); `slow` from the tests.
+test-fast: install ## Unit, SQL, integration and CLI tests, none marked slow (< 1 min; no lint)
+	$(VENV)/bin/pytest -m "not acceptance and not faults and not slow"
 
 .PHONY: test-deps chaos
 test-deps: ## System packages the fault tests need (pgbouncer, libfaketime); apt-get as root

@@ -1,11 +1,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.support.database import PgServer, test_server
+
+# pytest takes plugins only from the top conftest; the worker harness's
+# fixtures (used by tests/acceptance and tests/faults) are offered to all.
+pytest_plugins = ["tests.support.session_tmp", "tests.support.worker_fixtures"]
+
+TESTS = Path(__file__).parent
+# Tiers that run worker subprocesses and inject faults: `make test` runs
+# them, `make test-fast` leaves them out by these markers, so a new module
+# there needs no list of files updated.
+TIER_MARKERS = {"acceptance": pytest.mark.acceptance, "faults": pytest.mark.faults}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.relative_to(TESTS).parts[0]
+        if tier in TIER_MARKERS:
+            item.add_marker(TIER_MARKERS[tier])
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +31,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     with test_server(tmp_path_factory.mktemp("postgres")) as server:
         server.create_template()
         yield server
+        server.drop_template()
 
 
 @pytest.fixture

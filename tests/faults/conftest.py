@@ -1,8 +1,8 @@
 """Fixtures of the fault tests: the worker harness (real `flowworker run`
 subprocesses, the effect ledger, the invariant checker; see
-tests/support/worker_fixtures.py), with the flows of both
-tests/apps/flows.py and tests/apps/faults.py applied, and workers running
-tests/apps/faults.py unless a test says otherwise.
+tests/support/worker_fixtures.py, a plugin of the top conftest), with the
+flows of both tests/apps/flows.py and tests/apps/faults.py applied, and
+workers running tests/apps/faults.py unless a test says otherwise.
 
 The invariant checker is not autouse here (tests/faults/sql has tests of
 its own kind): the worker fault modules opt in with
@@ -15,17 +15,6 @@ import pytest
 
 from tests.acceptance.harness import APP
 from tests.faults.support import FAULTS_APP
-from tests.support.worker_fixtures import (  # noqa: F401 - fixtures used by name
-    Spawn,
-    cluster_server,
-    db,
-    dbname,
-    invariants,
-    ledger,
-    spawn,
-    spawned,
-    worker_log_dir,
-)
 
 
 @pytest.fixture

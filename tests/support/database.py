@@ -11,7 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -20,7 +20,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from flowworker.devdb import FAST_SETTINGS, LocalCluster
 from flowworker.migrator import migrate
 
-TEMPLATE = "flowworker_template"
+
+def _template_name() -> str:
+    return f"flowworker_template_{uuid.uuid4().hex[:12]}"
 
 
 @dataclass
@@ -30,6 +32,9 @@ class PgServer:
 
     admin_url: str
     cluster: LocalCluster | None = None
+    # The session's own: sessions given one server (FLOWWORKER_TEST_DATABASE_URL)
+    # dropped and re-made each other's template under a shared name.
+    template: str = field(default_factory=_template_name)
 
     def url(self, dbname: str) -> str:
         return make_conninfo(self.admin_url, dbname=dbname)
@@ -39,14 +44,16 @@ class PgServer:
             conn.execute(sql.encode())
 
     def create_template(self) -> None:
-        self.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-        self.execute(f"CREATE DATABASE {TEMPLATE}")
-        migrate(self.url(TEMPLATE))
+        self.execute(f"CREATE DATABASE {self.template}")
+        migrate(self.url(self.template))
+
+    def drop_template(self) -> None:
+        self.execute(f"DROP DATABASE IF EXISTS {self.template} WITH (FORCE)")
 
     @contextmanager
     def fresh_database(self) -> Iterator[str]:
         name = f"t_{uuid.uuid4().hex[:16]}"
-        self.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        self.execute(f"CREATE DATABASE {name} TEMPLATE {self.template}")
         try:
             yield self.url(name)
         finally:

@@ -4,8 +4,9 @@ with the test apps' flows applied and the effect ledger created, and the
 invariant checker (I1-I7, plus one applied completion per task in the
 workers' logs).
 
-A conftest imports them by name and says which apps it wants by overriding
-`flow_apps` (whose flows are applied) and `default_app` (what spawn runs).
+The top conftest loads this module as a plugin (pytest_plugins); a tier's
+conftest says which apps it wants by overriding `flow_apps` (whose flows
+are applied) and `default_app` (what spawn runs).
 """
 
 from __future__ import annotations
