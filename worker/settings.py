@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowworker import dburl
 from flowworker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -61,9 +61,9 @@ class Settings(BaseSettings):
     @classmethod
     def _parsable_url(cls, value: str) -> str:
         try:
-            conninfo_to_dict(value)
-        except psycopg.ProgrammingError as exc:
-            raise ValueError(f"invalid database URL: {exc}") from None
+            dburl.parse(value)
+        except ConfigurationError as exc:  # its message never shows the URL
+            raise PydanticCustomError("database_url", str(exc)) from None
         return value
 
     @field_validator("log_level")
