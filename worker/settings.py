@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     command_timeout: float = Field(
         30.0, gt=0, description="Seconds before a database call counts as lost (a half-open "
         "connection); it is then retried on a new connection.")
+    migrate_lock_timeout: float = Field(
+        60.0, gt=0, le=86_400, description="Seconds `flowworker migrate` waits for the "
+        "migrate lock (held by another migrator, or by any session that took it) before it "
+        "exits 1 naming the holder.")
 
     @field_validator("database_url")
     @classmethod
