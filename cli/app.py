@@ -87,14 +87,17 @@ def migrate(
     database_url: DatabaseOpt = None,
     directory: Annotated[Path | None, typer.Option(
         "--dir", help="Also apply the compiled flow files in this folder")] = None,
+    lock_timeout: Annotated[float | None, typer.Option(
+        "--lock-timeout", help="Seconds to wait for the migrate lock "
+        "[env: FLOWWORKER_MIGRATE_LOCK_TIMEOUT] [60]")] = None,
 ) -> None:
     """Install or upgrade the core schema, then apply compiled flows."""
     from flowworker.migrator import migrate as run_migrate
 
-    settings = load_settings(database_url=database_url)
+    settings = load_settings(database_url=database_url, migrate_lock_timeout=lock_timeout)
     if directory is not None and not directory.is_dir():
         raise ConfigurationError(f"--dir {directory}: not a folder")
-    for step in run_migrate(settings.database_url, directory):
+    for step in run_migrate(settings.database_url, directory, settings.migrate_lock_timeout):
         typer.echo(f"applied {step}", err=True)
     typer.echo("schema is current", err=True)
 

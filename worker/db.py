@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import psycopg
 
-from flowworker.errors import ConfigurationError, DatabaseUnreachableError
+from flowworker import dburl
+from flowworker.errors import DatabaseUnreachableError
 
 
 def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connection:
     """Connect, turning a failure to connect into DatabaseUnreachableError
-    and a malformed URL into ConfigurationError."""
+    and a malformed URL into ConfigurationError; neither shows the password."""
+    dburl.parse(database_url)
     try:
         return psycopg.connect(database_url, autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
         # The first line says what failed ("connection to server at ... failed:
         # Connection refused"); libpq's later lines are generic hints.
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = lines[0] if lines else "no answer"
+        if first.startswith("connection is bad:"):  # refused before any I/O: an option
+            raise dburl.invalid(first.removeprefix("connection is bad:"), database_url) from None
         raise DatabaseUnreachableError(
-            f"database unreachable: {lines[0] if lines else 'no answer'}") from None
+            f"database unreachable: {dburl.redact(first, database_url)}") from None
     except psycopg.ProgrammingError as exc:  # the conninfo string does not parse
-        raise ConfigurationError(f"invalid database URL: {exc}") from None
+        raise dburl.invalid(str(exc), database_url) from None

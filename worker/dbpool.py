@@ -11,9 +11,8 @@ from urllib.parse import quote, urlencode
 
 import anyio
 import asyncpg
-from psycopg.conninfo import conninfo_to_dict
 
-from flowworker import logs, metrics
+from flowworker import dburl, logs, metrics
 from flowworker.errors import DatabaseUnreachableError
 from flowworker.schema import queries
 
@@ -88,19 +87,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 def asyncpg_dsn(dsn: str) -> str:
-    """A URL asyncpg understands, from a libpq URL or key=value string."""
-    if dsn.startswith(("postgres://", "postgresql://")):
-        return dsn
-    params = conninfo_to_dict(dsn)
-    user = quote(str(params.pop("user", "")), safe="")
+    """A URL for asyncpg, rebuilt from what libpq reads in `dsn` (a URL or
+    key=value string). asyncpg parses URLs its own way (the user info ends at
+    the first '@', the host at a '?' or '#'), so it never sees what the user
+    typed: both drivers connect to the same place, and no part of a password
+    can turn up in asyncpg's messages as a host or port."""
+    params = dburl.parse(dsn)
+    user = quote(params.pop("user", ""), safe="")
     password = params.pop("password", None)
-    auth = f"{user}:{quote(str(password), safe='')}@" if password else (f"{user}@" if user else "")
-    host = str(params.pop("host", ""))
-    port = params.pop("port", None)
-    netloc = quote(host, safe="") + (f":{port}" if port else "")
-    database = quote(str(params.pop("dbname", "")), safe="")
-    query = urlencode({key: str(value) for key, value in params.items()})
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    netloc = _netloc(params.pop("host", ""), params.pop("port", ""))
+    database = quote(params.pop("dbname", ""), safe="")
+    query = urlencode(params)
     return f"postgresql://{auth}{netloc}/{database}" + (f"?{query}" if query else "")
+
+
+def _netloc(hosts: str, ports: str) -> str:
+    """host:port pairs; asyncpg splits at ',' before unquoting each host."""
+    names = hosts.split(",")
+    numbers = ports.split(",") if ports else [""]
+    if len(numbers) == 1:
+        numbers *= len(names)
+    return ",".join(quote(name, safe="") + (f":{port}" if port else "")
+                    for name, port in zip(names, numbers, strict=True))
 
 
 async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
@@ -134,8 +143,11 @@ class Database:
                 command_timeout=self.command_timeout, timeout=min(10.0, self.command_timeout),
                 statement_cache_size=self.statement_cache_size,
                 server_settings={"application_name": "flowworker"})
+        except ValueError as exc:  # asyncpg.ClientConfigurationError among them
+            raise dburl.invalid(str(exc), self.url) from None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DatabaseUnreachableError(f"database unreachable: {exc}") from None
+            raise DatabaseUnreachableError(
+                f"database unreachable: {dburl.redact(str(exc), self.url)}") from None
 
     async def close(self, patience: float = 5.0) -> None:
         if self._pool is not None:

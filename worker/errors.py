@@ -51,6 +51,10 @@ class DatabaseError(FlowworkerError):
     """The database refused the request."""
 
 
+class MigrateLockTimeoutError(FlowworkerError):
+    """Another session held the migrate lock past the lock timeout."""
+
+
 class UnknownFlowError(FlowworkerError):
     """No flow with this slug is defined in the database."""
 

@@ -10,6 +10,7 @@ from flowworker.db import connect
 from flowworker.errors import (
     DatabaseError,
     DatabaseUnreachableError,
+    MigrateLockTimeoutError,
     SchemaError,
     ShapeMismatchError,
 )
@@ -30,20 +31,22 @@ def database_version(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(database_url: str, flow_dir: Path | None = None) -> list[str]:
+def migrate(database_url: str, flow_dir: Path | None = None,
+            lock_timeout: float = 60.0) -> list[str]:
     """Install the schema, or apply the migrations a database lacks; then
     every `*.sql` file in flow_dir.
 
     An empty database gets the current schema in one transaction (sql/schema,
     which records every version); one at version v gets the migrations above
     v, each in a transaction of its own. One session-level advisory lock
-    covers the whole call, so concurrent and repeated calls are safe. A
-    compiled flow file brings its own BEGIN/COMMIT. Returns what was applied.
+    covers the whole call, so concurrent and repeated calls are safe; it is
+    taken before anything is applied, waiting at most lock_timeout seconds.
+    A compiled flow file brings its own BEGIN/COMMIT. Returns what was applied.
     """
     applied: list[str] = []
     files = sorted(flow_dir.glob("*.sql")) if flow_dir else []
     with connect(database_url, autocommit=True) as conn:
-        conn.execute(queries()["migrate_lock"])
+        _take_lock(conn, lock_timeout)
         try:
             current = database_version(conn)
             if current > schema_version():
@@ -66,6 +69,41 @@ def migrate(database_url: str, flow_dir: Path | None = None) -> list[str]:
             if not conn.closed:
                 conn.execute(queries()["migrate_unlock"])
     return applied
+
+
+def _take_lock(conn: psycopg.Connection, timeout: float) -> None:
+    """Wait for the migrate lock, or raise MigrateLockTimeoutError naming
+    its holder. Any role that may connect can take this lock, so the wait is
+    bounded. The server ends the wait (lock_timeout) rather than a client
+    polling pg_try_advisory_lock: waiters keep their place in the queue and
+    show in pg_locks, and the lock is taken the moment it is free."""
+    q = queries()
+    try:
+        with conn.transaction():
+            conn.execute(q["migrate_lock_timeout"], (str(max(1, round(timeout * 1000))),))
+            conn.execute(q["migrate_lock"])
+    except psycopg.errors.LockNotAvailable:
+        raise MigrateLockTimeoutError(
+            f"migrate lock not free after {timeout:g} s{_holder(conn)}") from None
+    except psycopg.Error as exc:
+        what = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+        if conn.closed:
+            raise DatabaseUnreachableError(f"migrate lock: connection lost: {what}") from None
+        raise DatabaseError(f"migrate lock: {what}") from None
+
+
+def _holder(conn: psycopg.Connection) -> str:
+    """Who holds the migrate lock, as much of it as this role may see."""
+    row = conn.execute(queries()["migrate_lock_holder"]).fetchone()
+    if row is None:
+        return "; its holder has let go since: run migrate again"
+    pid, user, app, client, state, since, seconds, visible = row
+    if pid is None:
+        return ": a prepared transaction holds it (see pg_prepared_xacts)"
+    who = f": pid {pid} holds it (user {user}, application_name {app!r}"
+    if not visible:
+        return f"{who}; its client and state are hidden from this role)"
+    return f"{who}, client {client or 'local socket'}, {state} for {seconds} s since {since})"
 
 
 def _execute(conn: psycopg.Connection, sql: str, what: str) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowworker import dburl
 from flowworker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -56,14 +56,18 @@ class Settings(BaseSettings):
     command_timeout: float = Field(
         30.0, gt=0, description="Seconds before a database call counts as lost (a half-open "
         "connection); it is then retried on a new connection.")
+    migrate_lock_timeout: float = Field(
+        60.0, gt=0, le=86_400, description="Seconds `flowworker migrate` waits for the "
+        "migrate lock (held by another migrator, or by any session that took it) before it "
+        "exits 1 naming the holder.")
 
     @field_validator("database_url")
     @classmethod
     def _parsable_url(cls, value: str) -> str:
         try:
-            conninfo_to_dict(value)
-        except psycopg.ProgrammingError as exc:
-            raise ValueError(f"invalid database URL: {exc}") from None
+            dburl.parse(value)
+        except ConfigurationError as exc:  # its message never shows the URL
+            raise PydanticCustomError("database_url", str(exc)) from None
         return value
 
     @field_validator("log_level")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.database import PgServer
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("flowworker")
@@ -44,3 +48,14 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int) -
     assert lines[0].startswith("flowworker: error: "), result.stderr
     assert result.stderr.endswith("\n")
     return lines[0]
+
+
+@contextmanager
+def empty_database(server: PgServer) -> Iterator[str]:
+    """A database of its own with nothing in it: no flowworker schema."""
+    name = f"e_{uuid.uuid4().hex[:16]}"
+    server.execute(f"CREATE DATABASE {name}")
+    try:
+        yield server.url(name)
+    finally:
+        server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

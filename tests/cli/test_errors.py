@@ -78,6 +78,8 @@ def test_an_unknown_flow_slug_exits_2() -> None:
         (["run", "--app", "examples.orders", "--shutdown-timeout", "-1"], "shutdown_timeout"),
         (["run", "--app", "examples.orders", "--metrics-addr", "nowhere"], "metrics_addr"),
         (["migrate", "--dir", "/nonexistent/flows"], "--dir"),
+        (["migrate", "--lock-timeout", "0"], "migrate_lock_timeout"),
+        (["migrate", "--lock-timeout", "soon"], "--lock-timeout"),
         (["compile", "--no-such-option"], "--no-such-option"),
     ],
 )
