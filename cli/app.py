@@ -49,7 +49,7 @@ def run(
         drain=drain or None, log_format=log_format,
     )
     load_flows(settings.app)  # a missing or broken --app fails here with exit 2
-    from flowworker.runtime import run_worker
+    from flowworker.daemon.runtime import run_worker
 
     run_worker(settings)
 
@@ -75,11 +75,22 @@ def compile_(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    since: Annotated[int | None, typer.Option(
+        "--since", help="Print the migrations after this schema version instead")] = None,
+) -> None:
     """Print the core schema SQL (for Alembic, Flyway or sqitch users)."""
-    from flowworker.schema import schema_sql
+    from flowworker.schema import migrations, schema_sql, schema_version
 
-    sys.stdout.write(schema_sql())
+    if since is None:
+        sys.stdout.write(schema_sql())
+        return
+    if not 1 <= since <= schema_version():
+        raise ConfigurationError(
+            f"--since {since}: schema versions run from 1 to {schema_version()}")
+    for migration in migrations():
+        if migration.version > since:
+            sys.stdout.write(migration.sql)
 
 
 @app.command()

@@ -25,7 +25,8 @@ TASK_QUEUE_WAIT = Histogram(
     "flowworker_task_queue_wait_seconds", "Time from a task becoming visible to its claim.",
     ["flow"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
     registry=REGISTRY)
-IN_FLIGHT = Gauge("flowworker_tasks_in_flight", "Tasks claimed and not yet acknowledged.",
+IN_FLIGHT = Gauge("flowworker_tasks_in_flight",
+                  "Tasks the worker holds: claimed, and their outcome not yet written back.",
                   ["flow"], registry=REGISTRY)
 QUEUE_DEPTH = Gauge("flowworker_queue_depth", "Messages in the flow's queue.", ["flow"],
                     registry=REGISTRY)
@@ -36,6 +37,10 @@ LISTENER_UP = Gauge("flowworker_listener_up", "1 while the LISTEN connection is 
                     registry=REGISTRY)
 DB_RECONNECTS = Counter("flowworker_db_reconnects", "Database operations retried after a "
                         "lost connection.", registry=REGISTRY)
+THREADS_OVERRUNNING = Gauge(
+    "flowworker_handler_threads_overrunning",
+    "Threads of plain def handlers still running after their task timed out or was "
+    "handed back; each keeps a thread and a slot until it returns.", registry=REGISTRY)
 LOOP_LAG = Histogram("flowworker_event_loop_lag_seconds", "Event loop lateness.",
                      buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 5), registry=REGISTRY)
 
@@ -58,3 +63,8 @@ def for_step(flow: str, step: str) -> StepMetrics:
 @cache
 def in_flight(flow: str) -> Gauge:
     return IN_FLIGHT.labels(flow)
+
+
+@cache
+def queue_wait(flow: str) -> Histogram:
+    return TASK_QUEUE_WAIT.labels(flow)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 
-from flowworker.db import connect
+from flowworker.db_psycopg import connect
 from flowworker.errors import (
     DatabaseError,
     DatabaseUnreachableError,

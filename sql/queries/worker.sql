@@ -19,7 +19,7 @@ SELECT flowworker.stop_worker($1)
 
 -- name: start_tasks
 SELECT msg_id, run_id, step_slug, task_index, attempt, input, flow_input, fetch_flow_input,
-       timeout, isolated
+       timeout, isolated, waited
 FROM flowworker.start_tasks($1, $2, $3, $4)
 
 -- name: run_inputs

@@ -1,11 +1,28 @@
 -- flowworker: durable DAG workflows. Every state transition is a function here.
 --
--- Lock order, followed by every function that takes more than one lock:
---   run -> step state -> task -> message
--- (start_flow and add_step first take the flow row: shared and exclusive.)
--- start_tasks is the one exception: it locks messages first, then tasks and
--- runs with SKIP LOCKED only, and what failing a lost task's run touches with
--- NOWAIT (giving up when busy), so it never waits and cannot deadlock.
+-- Locks. Every function that writes a run's state locks the run's row
+-- first (FOR UPDATE): that row serialises all writers of one run, so what
+-- they lock below it (step states, tasks, messages, in whatever order each
+-- needs) cannot deadlock. Writers of several runs lock them in run_id order.
+-- ack_tasks skips a run another transaction holds, after a wait of 50 ms
+-- at most (_lock_run_briefly), and answers 'busy' for its outcomes.
+-- start_flow and add_step first take the flow row: shared and exclusive.
+-- start_tasks is the one exception: it locks messages first, then tasks,
+-- with SKIP LOCKED only, and what failing a lost task's run touches with
+-- SKIP LOCKED or NOWAIT (giving up when busy), so it never waits and cannot
+-- deadlock. extend_claims shares the runs (in run order), then locks tasks.
+--
+-- Plans. The functions on the task path (start_flows, _queue_tasks,
+-- _start_ready_steps, start_tasks, ack_tasks, ...) reach every row by key.
+-- Plans are cached per session: one made while the tables were small (a
+-- new install, a worker started before the load) would scan them whole for
+-- as long as the session lives, so scans are ruled out (enable_seqscan and
+-- the hash and merge joins off: rows by key, nested loops). Called with
+-- arrays of one element or hundreds, they would otherwise be planned anew
+-- on each call (a custom plan looks cheaper for each size): they keep one
+-- generic plan (plan_cache_mode), ~0.5 ms a call saved. A batch joins ~100
+-- rows to hot, cached tables, which the default random_page_cost prices as
+-- dearer than a scan: start_tasks and ack_tasks lower it.
 --
 -- Every function pins search_path = '' and qualifies every name, type names
 -- included: with an empty search_path the caller's temporary schema is still

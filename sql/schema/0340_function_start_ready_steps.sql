@@ -8,10 +8,7 @@ CREATE FUNCTION flowworker._start_ready_steps(p_run_ids uuid[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = ''
--- Called for one run (start_flow) or hundreds (ack_tasks): a custom plan
--- for each array would be planned anew on every call. The one generic plan
--- may be made while the tables are small, so it is held to what is right at
--- any size: rows reached by key, joined by nested loops.
+-- Plans: one generic plan, rows by key only (see "Plans" in 0000_schema.sql).
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off

@@ -11,8 +11,7 @@ RETURNS SETOF flowworker.runs
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
--- One input or thousands: one generic plan, held to key lookups and nested
--- loops so that it is right at any table size (see _start_ready_steps).
+-- Plans: one generic plan, rows by key only (see "Plans" in 0000_schema.sql).
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off

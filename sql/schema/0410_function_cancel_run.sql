@@ -4,8 +4,7 @@ RETURNS flowworker.runs
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
--- By key only: a plan cached while the tables were small must not scan them
--- whole once they are large (see start_tasks).
+-- Plans: rows by key only (see "Plans" in 0000_schema.sql).
 SET enable_seqscan = off
 AS $$
 #variable_conflict use_column

@@ -12,24 +12,20 @@
 -- along only when the handler input is not it already and it is small
 -- (8 KiB); otherwise fetch_flow_input tells the worker to read it from the
 -- run (once per run: a map over a large input must not send it with every
--- element).
+-- element). `waited` is how long, in seconds, the task was visible before
+-- this claim (the queue-wait metric).
 CREATE FUNCTION flowworker.start_tasks(
     flow_slug text, worker_id uuid, batch_size int DEFAULT 10, grace_seconds int DEFAULT 5
 )
 RETURNS TABLE (
     msg_id bigint, run_id uuid, step_slug text, task_index int, attempt int,
-    input jsonb, flow_input jsonb, fetch_flow_input boolean, timeout int, isolated boolean
+    input jsonb, flow_input jsonb, fetch_flow_input boolean, timeout int, isolated boolean,
+    waited double precision
 )
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
--- Every statement here reaches its rows by key. Plans are cached per
--- session: one made while the tables were small (a new install, a worker
--- started before the load) would scan them whole for as long as the
--- session lives, so scans are ruled out; and a batch joins ~100 rows to
--- the hot, cached tables, which the default random_page_cost prices as
--- dearer than a scan. One generic plan, as in ack_tasks: the batch size
--- changes from call to call, and a custom plan for each would be planned anew.
+-- Plans: one generic plan, rows by key only (see "Plans" in 0000_schema.sql).
 SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_hashjoin = off
@@ -42,6 +38,7 @@ DECLARE
     v_msg_ids bigint[];
     v_ptrs pg_catalog.jsonb[];
     v_msg_tids pg_catalog.tid[];
+    v_vts pg_catalog.timestamptz[];
     v_locked flowworker.task_claim[];
     v_orphans bigint[];
     v_exhausted flowworker.task_claim;
@@ -58,11 +55,11 @@ BEGIN
 
     -- ---------- Visible messages, locked ----------
     EXECUTE format(
-        'SELECT array_agg(m.msg_id), array_agg(m.message), array_agg(m.ctid)
-         FROM (SELECT msg_id, message, ctid FROM flowworker.%I
+        'SELECT array_agg(m.msg_id), array_agg(m.message), array_agg(m.ctid), array_agg(m.vt)
+         FROM (SELECT msg_id, message, ctid, vt FROM flowworker.%I
                WHERE vt <= now() ORDER BY vt, msg_id LIMIT $1
                FOR UPDATE SKIP LOCKED) m', q)
-        INTO v_msg_ids, v_ptrs, v_msg_tids USING batch_size;
+        INTO v_msg_ids, v_ptrs, v_msg_tids, v_vts USING batch_size;
     IF v_msg_ids IS NULL THEN
         RETURN;
     END IF;
@@ -177,7 +174,8 @@ BEGIN
            END,
            CASE WHEN NOT x.input_is_flow_input AND NOT x.large THEN r.input END,
            NOT x.input_is_flow_input AND x.large,
-           c.timeout, c.isolated
+           c.timeout, c.isolated,
+           extract(epoch FROM now() - (v_vts)[array_position(v_msg_ids, c.msg_id)])::double precision
     FROM claimed c
     JOIN flowworker.runs r ON r.run_id = c.run_id
     JOIN flowworker.steps s ON s.flow_slug = c.flow_slug AND s.step_slug = c.step_slug

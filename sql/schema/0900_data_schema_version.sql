@@ -2,4 +2,5 @@
 -- one migration at a time (sql/migrations); workers check the last row.
 INSERT INTO flowworker.migrations (version, name, min_worker_version) VALUES
     (1, 'initial', 1),
-    (2, 'hardening', 2);
+    (2, 'hardening', 2),
+    (3, 'care', 2);

@@ -13,7 +13,9 @@ every execution in the effect ledger (tests/apps/ledger.py) unless noted.
 - `blocker`: an `async def` step that blocks the event loop with
   `time.sleep` on its first attempt (F5).
 - `stuck_sync`, `stuck_async`: overrun a 1 s timeout on attempt 1 only (F6).
+- `overrun`: a plain `def` that ignores its 1 s timeout, 3 s every attempt.
 - `poison`: `os._exit(1)` when the input says poison (F7).
+- `suspect`: the same, or held on a gate; 6 s timeout (isolation tests).
 - `gated_long`: `gated` with a 60 s timeout, so a claim outlives a 30 s
   database outage (D4).
 - `s4`: one real step; the tests add steps `stray` and `system` to the
@@ -187,6 +189,19 @@ async def stall_async(flow_input: Any, ctx: Context) -> dict[str, Any]:
     return {"pid": os.getpid(), "attempt": ctx.attempt}
 
 
+overrun = Flow("overrun", max_attempts=2, base_delay=0, timeout=1)
+
+
+@overrun.step(slug="hang")
+def hang(flow_input: Any, ctx: Context) -> dict[str, Any]:
+    """A plain `def` that ignores its 1 s timeout: its thread runs 3 s every
+    time; `start` and `end` markers give each thread's span."""
+    record(ctx, "start")
+    time.sleep(3)
+    record(ctx, "end")
+    return {"attempt": ctx.attempt}
+
+
 # ---------------------------------------------------------------- poison (F7)
 
 poison = Flow("poison", max_attempts=3, base_delay=1, timeout=2)
@@ -198,6 +213,21 @@ async def eat(flow_input: Any, ctx: Context) -> dict[str, Any]:
     if isinstance(flow_input, dict) and flow_input.get("poison"):
         os._exit(1)
     await asyncio.sleep(_sleep_of(flow_input))
+    return {"pid": os.getpid(), "attempt": ctx.attempt}
+
+
+suspect = Flow("suspect", max_attempts=3, base_delay=1, timeout=6)
+
+
+@suspect.step()
+async def swallow(flow_input: Any, ctx: Context) -> dict[str, Any]:
+    """Isolation tests: a poison (`os._exit`), or a task held on a gate beside it."""
+    await arecord(ctx)
+    if isinstance(flow_input, dict) and flow_input.get("poison"):
+        os._exit(1)
+    gate = gate_of(flow_input)
+    if gate is not None:
+        await await_gate(gate)
     return {"pid": os.getpid(), "attempt": ctx.attempt}
 
 

@@ -6,10 +6,13 @@ import re
 import sys
 from pathlib import Path
 
+import psycopg
+
 from examples.orders import orders
 from flowworker.compiler import compile_flow
-from flowworker.schema import schema_sql
-from tests.cli.helpers import SCRIPT, run_cli
+from flowworker.schema import migrations, schema_sql, schema_version
+from tests.cli.helpers import SCRIPT, assert_one_error_line, run_cli
+from tests.sql.schema.test_schema import baseline_sql
 
 FILE_NAME = re.compile(r"^\d{14}_create_orders_flow\.sql$")
 
@@ -24,6 +27,21 @@ def test_schema_prints_the_core_schema_sql() -> None:
     assert result.stdout == schema_sql()
     assert "CREATE SCHEMA flowworker;" in result.stdout
     assert "CREATE FUNCTION flowworker.start_flow(" in result.stdout
+
+
+def test_schema_since_a_version_prints_the_migrations_after_it(empty_db_url: str) -> None:
+    """What a Flyway or Alembic user at version 1 applies to be current."""
+    result = run_cli("schema", "--since", "1")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "".join(m.sql for m in migrations())
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(baseline_sql())
+        conn.execute(result.stdout.encode())
+        row = conn.execute("SELECT max(version) FROM flowworker.migrations").fetchone()
+    assert row == (schema_version(),)
+    assert run_cli("schema", "--since", str(schema_version())).stdout == ""
+    for bad in ("0", str(schema_version() + 1)):
+        assert_one_error_line(run_cli("schema", "--since", bad), 2)
 
 
 def test_python_dash_m_flowworker_is_the_same_program() -> None:

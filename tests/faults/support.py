@@ -97,8 +97,10 @@ def claims(db: Database, *, run_ids: Sequence[uuid.UUID] | None = None,
 def send_raw(db: Database, flow: str, messages: Sequence[object]) -> list[int]:
     """Put messages straight into the flow's queue (visible now, NOTIFY sent);
     their msg_ids in order."""
-    rows = db.query("SELECT flowworker.queue_send(%s, %s::jsonb[])",
-                    (flow, [Jsonb(m) for m in messages]))
+    rows = db.query(sql.SQL("INSERT INTO {} (message) SELECT unnest(%s::jsonb[]) "
+                            "RETURNING msg_id").format(sql.Identifier("flowworker", "q_" + flow)),
+                    ([Jsonb(m) for m in messages],))
+    db.execute("SELECT flowworker.queue_notify(%s)", (flow,))
     return [int(row[0]) for row in rows]
 
 

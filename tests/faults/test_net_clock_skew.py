@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from flowworker.dbpool import connect
+from flowworker.daemon.db_asyncpg import connect
 from tests.acceptance.harness import (
     Database,
     Ledger,

@@ -144,7 +144,7 @@ def test_half_open_connections_for_two_vt(db: Database, ledger: Ledger, spawn: S
 
 
 LISTENER_APP = "flowworker-listener"
-# Detection (CHECK_INTERVAL 2 s + CHECK_TIMEOUT 3 s in flowworker.listener, or
+# Detection (CHECK_INTERVAL 2 s + CHECK_TIMEOUT 3 s in flowworker.daemon.listener, or
 # command_timeout), the reconnect backoff (<= 5 s) and slack for a loaded machine.
 LISTENER_BACK_WITHIN = 20.0
 

@@ -86,18 +86,18 @@ def test_b5_a_root_map_over_a_large_input_gets_it_once_per_run(
 def test_d12_a_run_held_by_an_application_does_not_stall_the_others(
         db: Database, ledger: Ledger, spawn: Spawn, db_url: str) -> None:
     [held] = db.start_runs("noop", [{}])
-    worker = spawn("noop")
-    assert db.wait_runs([held], timeout=10, statuses=["completed"], workers=[worker])
-    [held] = db.start_runs("noop", [{"sleep": 0.5}])
-    # An application's transaction that took the run's row (as cancel_run
-    # would) and went on with slow work.
+    # An application's transaction took the run's row (as cancel_run would)
+    # and went on with slow work; meanwhile the run's handler runs and ends.
     with run_row_locked(db_url, held):
-        worker.wait_for_event("task.ack_deferred", run_id=str(held), timeout=10)
+        worker = spawn("noop")
+        wait_until(lambda: ledger.count(run_ids=[held]) == 1, timeout=10,
+                   message="the held run's handler to run")
         began = time.monotonic()
         others = db.start_runs("noop", [{}] * 160)
         assert db.wait_runs(others, timeout=30, workers=[worker]) == {"completed": 160}
         took = time.monotonic() - began
         assert db.run_statuses([held]) == {"started": 1}
+        assert worker.find("task.ack_deferred", run_id=str(held))
     print(f"D12: 160 other runs completed in {took:.2f} s while one run was held")  # noqa: T201
     assert db.wait_runs([held], timeout=10, workers=[worker]) == {"completed": 1}
     assert ledger.executions_per_task([held]) == {(held, "tick", 0): 1}
@@ -110,9 +110,9 @@ def test_d12_a_held_run_does_not_hold_up_a_shutdown(
         db: Database, spawn: Spawn, db_url: str) -> None:
     """SIGTERM while an outcome waits on a held run: the worker still exits
     within the drain timeout; the claim expires and is redelivered."""
-    [held] = db.start_runs("noop", [{"sleep": 0.3}])
-    worker = spawn("noop", args=["--shutdown-timeout", "2"])
+    [held] = db.start_runs("noop", [{}])
     with run_row_locked(db_url, held):
+        worker = spawn("noop", args=["--shutdown-timeout", "2"])
         worker.wait_for_event("task.ack_deferred", run_id=str(held), timeout=10)
         sent = worker.terminate()
         assert worker.wait_exit(timeout=10) == 0

@@ -32,6 +32,7 @@ class Claim:
     fetch_flow_input: bool
     timeout: int
     isolated: bool = False
+    waited: float = 0.0  # seconds visible before the claim
     worker: uuid.UUID = WORKER  # who holds the claim (not a column of start_tasks)
 
 

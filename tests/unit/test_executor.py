@@ -13,8 +13,9 @@ from typing import Any
 import anyio
 
 from flowworker import Context, Flow
-from flowworker.executor import MAX_ERROR_CHARS, Limits, execute
-from flowworker.tasks import ClaimedTask, Outcome, expire_overdue
+from flowworker.daemon.claims import ClaimedTask, Outcome
+from flowworker.daemon.executor import MAX_ERROR_CHARS, HandlerThreads, Limits, execute
+from flowworker.daemon.inflight import InFlight
 
 flow = Flow("sweep", timeout=30)
 started = asyncio.Event()
@@ -48,8 +49,15 @@ def claimed(step: str) -> ClaimedTask:
 
 
 def limits() -> Limits:
-    return Limits(threads=anyio.CapacityLimiter(1), runner=anyio.CapacityLimiter(10),
-                  max_output_bytes=1 << 20)
+    return Limits(threads=HandlerThreads(1, give_slot=lambda: None), max_output_bytes=1 << 20)
+
+
+def expire_overdue(tasks: list[ClaimedTask], now: float) -> None:
+    """The worker's deadline sweep over these tasks."""
+    held = InFlight()
+    for task in tasks:
+        held.add(task)
+    held.expire_overdue(now)
 
 
 async def start(task: ClaimedTask) -> asyncio.Task[Outcome]:

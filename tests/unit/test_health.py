@@ -1,4 +1,4 @@
-"""worker/health.py in process: what each endpoint answers, what a bad
+"""worker/daemon/health.py in process: what each endpoint answers, what a bad
 request gets, and the bounds (header size, request time, connections).
 tests/faults/test_security_http.py attacks a real worker's endpoint."""
 
@@ -12,7 +12,7 @@ import anyio
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from flowworker import health
+from flowworker.daemon import health
 from flowworker.devdb import free_port
 from flowworker.errors import ConfigurationError
 

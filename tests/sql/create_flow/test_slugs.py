@@ -18,8 +18,7 @@ CALLS = [
     "SELECT flowworker.start_flow(%s)",
     "SELECT * FROM flowworker.start_tasks(%s, gen_random_uuid())",
     "SELECT flowworker.queue_create(%s)",
-    "SELECT flowworker.queue_send(%s, ARRAY['{}'::jsonb])",
-    "SELECT * FROM flowworker.queue_read(%s, 1, 1)",
+    "SELECT flowworker.queue_set_vt(%s, '{1}', 0)",
     "SELECT * FROM flowworker.queue_metrics(%s)",
     "SELECT flowworker.queue_archive(%s, '{1}')",
 ]

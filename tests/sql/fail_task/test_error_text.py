@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from flowworker.executor import MAX_ERROR_CHARS as CUT
-from flowworker.executor import _describe
+from flowworker.daemon.executor import MAX_ERROR_CHARS as CUT
+from flowworker.daemon.executor import _describe
 from tests.sql.helpers import claim, define, fail, start, tasks
 
 

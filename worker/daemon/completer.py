@@ -6,36 +6,43 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal, cast
+from uuid import UUID
 
 import anyio
 import asyncpg
 
 from flowworker import logs, metrics
-from flowworker.dbpool import Database, GaveUpError, backoff
-from flowworker.tasks import ClaimedTask, Outcome, OutcomeQueue
+from flowworker.daemon.claims import ClaimedTask, Outcome
+from flowworker.daemon.db_asyncpg import GaveUpError, Queries, backoff
+from flowworker.daemon.outcomes import OutcomeQueue
 
 MAX_BATCH = 200
 BUSY_RETRY_CAP = 2.0  # seconds: the longest wait before outcomes of a held run are sent again
 
-# What ack_tasks answers for each outcome (sql/schema/0550_function_ack_tasks.sql).
-AckResult = Literal["completed", "retry", "failed", "stale", "busy"]
-# What the worker reports once an outcome is settled: an ack result, or what
-# became of an outcome that was not acknowledged.
-Written = Literal["completed", "retry", "failed", "stale", "released", "discarded", "unwritten"]
+# What ack_tasks answers for each outcome (sql/schema/0550_function_ack_tasks.sql);
+# `busy` is not final (the run's row was held): the outcome is sent again.
+Applied = Literal["completed", "retry", "failed", "stale"]
+AckResult = Applied | Literal["busy"]
 
 _FAILED_OUTCOME = {"retry": "retry", "failed": "exhausted", "stale": "stale"}
 
 
 class Completer:
-    """Drains the outcome stream into ack_tasks / release_tasks calls."""
+    """Drains the outcome stream into ack_tasks / release_tasks calls.
 
-    def __init__(self, db: Database, outcomes: OutcomeQueue,
-                 on_written: Callable[[Outcome, Written], None],
+    settle(task) is called once for each outcome it is done with (written,
+    or given up); run_failed(run_id) when an outcome failed its run, so that
+    the run's other handlers are stopped."""
+
+    def __init__(self, db: Queries, outcomes: OutcomeQueue,
+                 settle: Callable[[ClaimedTask], None],
+                 run_failed: Callable[[UUID], None],
                  give_up: Callable[[], bool] = lambda: False) -> None:
         self.db = db
         self.give_up = give_up
         self.outcomes = outcomes
-        self.on_written = on_written
+        self.settle = settle
+        self.run_failed = run_failed
         # Outcomes whose run another transaction held: sent again at _busy_due.
         self._busy: list[Outcome] = []
         self._busy_due = 0.0
@@ -54,7 +61,10 @@ class Completer:
                     for outcome in batch:
                         logs.event("task.unwritten", **outcome.task.fields())
                 finally:
-                    self.outcomes.written(len(batch) - len(busy))
+                    waiting = {id(outcome) for outcome in busy}
+                    for outcome in batch:
+                        if id(outcome) not in waiting:
+                            self.settle(outcome.task)
                 self._defer(busy)
 
     def _defer(self, busy: list[Outcome]) -> None:
@@ -90,7 +100,7 @@ class Completer:
                 # Past the drain timeout: their claims expire and are redelivered.
                 for outcome in busy:
                     logs.event("task.unwritten", **outcome.task.fields())
-                self.outcomes.written(len(busy))
+                    self.settle(outcome.task)
                 busy = []
             if busy or fresh:
                 return busy + fresh
@@ -102,14 +112,11 @@ class Completer:
         busy: list[Outcome] = []
         if releases:
             await self._release([o.task for o in releases])
-            for outcome in releases:
-                self.on_written(outcome, "released")
         if acks:
             busy = await self._ack(acks)
         for outcome in batch:
             if outcome.kind == "discard":
                 logs.event("task.discarded", **outcome.task.fields())
-                self.on_written(outcome, "discarded")
         return busy
 
     async def _ack(self, acks: list[Outcome]) -> list[Outcome]:
@@ -144,7 +151,6 @@ class Completer:
         if outcome.kind != "completed":
             # Even the failure cannot be written: the claim expires and is redelivered.
             logs.event("task.ack_failed", error_type=type(exc).__name__, **outcome.task.fields())
-            self.on_written(outcome, "unwritten")
             return []
         outcome.kind, outcome.output_json = "error", None
         outcome.error = f"output refused by the database: {exc}"
@@ -168,7 +174,7 @@ class Completer:
         for task in tasks:
             logs.event("task.released", **task.fields())
 
-    def _report(self, outcome: Outcome, result: Written) -> None:
+    def _report(self, outcome: Outcome, result: Applied) -> None:
         task = outcome.task
         if result == "completed":
             # Per-task success events cost as much as the task; DEBUG shows them.
@@ -183,7 +189,8 @@ class Completer:
             error_type = (outcome.error or "").split(":", 1)[0]
             logs.event("task.failed", outcome=label, result=result, error_type=error_type,
                        **self._fields(outcome))
-        self.on_written(outcome, result)
+            if result == "failed":
+                self.run_failed(task.run_id)
 
     @staticmethod
     def _fields(outcome: Outcome) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""asyncpg connections for the worker's hot path, and retrying through loss."""
+"""The worker's asyncpg pool (claims, acknowledgements, bookkeeping), its
+jsonb codec, and retrying through connection loss."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import anyio
@@ -117,6 +118,19 @@ async def connect(url: str, **kwargs: Any) -> asyncpg.Connection:
     conn = await asyncpg.connect(asyncpg_dsn(url), **kwargs)
     await _init_connection(conn)
     return conn
+
+
+class Queries(Protocol):
+    """What the daemon's parts use of the database: named queries
+    (sql/queries/worker.sql) and retrying. Database is the real one; unit
+    tests give a fake."""
+
+    async def fetch(self, name: str, *args: Any) -> list[Any]: ...
+
+    async def fetchval(self, name: str, *args: Any) -> Any: ...
+
+    async def retrying(self, what: str, operation: Callable[[], Awaitable[T]],
+                       give_up: Callable[[], bool] = ...) -> T: ...
 
 
 class GaveUpError(Exception):

@@ -9,7 +9,7 @@ import anyio
 import asyncpg
 
 from flowworker import logs, metrics
-from flowworker.dbpool import ConnectionLostError, backoff, connect, is_retryable
+from flowworker.daemon.db_asyncpg import ConnectionLostError, backoff, connect, is_retryable
 from flowworker.errors import ConfigurationError
 
 CHECK_INTERVAL = 2.0  # seconds between liveness checks of the LISTEN connection

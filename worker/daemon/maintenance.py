@@ -1,99 +1,99 @@
-"""Side jobs of a running worker: heartbeats, queue gauges, finished-run
-watch, signals and --drain. Each runs until cancelled; an unexpected error
-in any of them stops the worker loudly."""
+"""Side jobs of a running worker: heartbeats and queue gauges, the deadline
+sweep, the finished-run watch, signals and --drain. Each runs until
+cancelled and takes only what it uses; an unexpected error in any of them
+stops the worker loudly."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from uuid import UUID
 
 import anyio
 
 from flowworker import logs, metrics
-from flowworker.dbpool import is_retryable
-from flowworker.tasks import expire_overdue
-
-if TYPE_CHECKING:
-    from flowworker.runtime import Worker
+from flowworker.daemon.db_asyncpg import Queries, is_retryable
+from flowworker.daemon.inflight import InFlight
+from flowworker.daemon.shutdown import Shutdown
 
 RUN_WATCH_INTERVAL = 0.5  # seconds between checks for cancelled/failed runs in flight
 DRAIN_CHECK_INTERVAL = 0.1
 TIMEOUT_TICK = 0.05  # seconds: a handler is cancelled at most this long after its timeout
 
 
-async def heartbeat(worker: Worker) -> None:
+async def heartbeat(db: Queries, worker_ids: Mapping[str, UUID], interval: float) -> None:
     """Keep the worker rows alive and the queue gauges current."""
     while True:
         try:
-            for worker_id in worker.worker_ids.values():
-                await worker.db.fetchval("heartbeat_worker", worker_id)
-            for slug in worker.worker_ids:
-                row = (await worker.db.fetch("queue_metrics", slug))[0]
+            for worker_id in worker_ids.values():
+                await db.fetchval("heartbeat_worker", worker_id)
+            for slug in worker_ids:
+                row = (await db.fetch("queue_metrics", slug))[0]
                 metrics.QUEUE_DEPTH.labels(slug).set(row["queue_length"])
                 metrics.QUEUE_OLDEST_AGE.labels(slug).set(row["oldest_msg_age_seconds"])
         except Exception as exc:
             if not is_retryable(exc):
                 raise
             logs.event("worker.heartbeat_missed", error=type(exc).__name__)
-        await anyio.sleep(worker.settings.heartbeat_interval)
+        await anyio.sleep(interval)
 
 
-async def expire_handlers(worker: Worker) -> None:
+async def sweep_deadlines(inflight: InFlight) -> None:
     """Cancel the handlers that ran past their task's timeout."""
     while True:
         await anyio.sleep(TIMEOUT_TICK)
-        expire_overdue(worker.in_flight, time.monotonic())
+        inflight.expire_overdue(time.monotonic())
 
 
-async def watch_runs(worker: Worker) -> None:
+async def watch_runs(db: Queries, inflight: InFlight) -> None:
     """Cancel handlers whose run was cancelled or failed meanwhile."""
     while True:
         await anyio.sleep(RUN_WATCH_INTERVAL)
-        run_ids = list({task.run_id for task in worker.in_flight})
+        run_ids = list(inflight.run_ids())
         if not run_ids:
             continue
         try:
-            rows = await worker.db.fetch("finished_runs", run_ids)
+            rows = await db.fetch("finished_runs", run_ids)
         except Exception as exc:
             if not is_retryable(exc):
                 raise
             continue
-        worker.discard_runs({row["run_id"] for row in rows})
+        inflight.cancel_runs(row["run_id"] for row in rows)
 
 
-async def signals(worker: Worker) -> None:
+async def signals(shutdown: Shutdown, held: Callable[[], int]) -> None:
     """First SIGTERM/SIGINT drains; a second one skips the wait."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
         async for signum in received:
             name = signal.Signals(signum).name
-            if not worker.stopping:
-                worker.request_stop(name)
+            if not shutdown.stopping:
+                shutdown.begin(name, held())
             else:
-                logs.event("worker.hurry", signal=name)
-                worker.hurry.set()
+                shutdown.hurry(name)
 
 
-async def drain_watch(worker: Worker) -> None:
-    """--drain: stop once nothing is in flight and the queues are empty."""
-    while not worker.stopping:
+async def drain_watch(db: Queries, flow_slugs: list[str], inflight: InFlight,
+                      producers_idle: Callable[[], bool], shutdown: Shutdown) -> None:
+    """--drain: stop once nothing is held and the queues are empty."""
+    while not shutdown.stopping:
         await anyio.sleep(DRAIN_CHECK_INTERVAL)
-        if worker.in_flight or not all(p.idle for p in worker.producers):
+        if len(inflight) or not producers_idle():
             continue
         try:
             depth = 0
-            for slug in worker.worker_ids:
-                depth += (await worker.db.fetch("queue_metrics", slug))[0]["queue_length"]
+            for slug in flow_slugs:
+                depth += (await db.fetch("queue_metrics", slug))[0]["queue_length"]
         except Exception as exc:
             if not is_retryable(exc):
                 raise
             continue
-        if depth == 0 and not worker.in_flight:
-            worker.request_stop("drained")
+        if depth == 0 and not len(inflight):
+            shutdown.begin("drained", 0)
 
 
-async def loop_lag(worker: Worker, interval: float = 0.25, warn_after: float = 0.5) -> None:
+async def loop_lag(interval: float = 0.25, warn_after: float = 0.5) -> None:
     """Measure how late the event loop wakes us; a blocking handler shows here."""
     while True:
         began = anyio.current_time()

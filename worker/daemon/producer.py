@@ -6,20 +6,22 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import anyio
 import asyncpg
 
-from flowworker import logs
-from flowworker.alone import run_alone
-from flowworker.dbpool import Database, backoff, is_retryable
+from flowworker import logs, metrics
+from flowworker.daemon.claims import ClaimedTask
+from flowworker.daemon.db_asyncpg import Queries, backoff, is_retryable
+from flowworker.daemon.flow_inputs import FlowInputs
+from flowworker.daemon.inflight import InFlight
+from flowworker.daemon.isolation import run_alone
+from flowworker.daemon.slots import Slots
 from flowworker.dsl import Flow
-from flowworker.flow_inputs import FlowInputs
-from flowworker.settings import Settings
-from flowworker.tasks import ClaimedTask, Slots
 
 NOTIFY_DEBOUNCE = 0.002  # seconds: a NOTIFY flood causes at most one claim per window
 CLAIM_COALESCE = 0.005  # seconds a busy worker waits for more free slots to claim together
@@ -27,26 +29,38 @@ CLAIM_FAILED_BACKOFF_CAP = 30.0  # seconds: the longest wait after a claim the d
 RECONNECT_BACKOFF_CAP = 5.0  # seconds: the longest wait while the database is away
 
 
+@dataclass(frozen=True)
+class ClaimConfig:
+    """What one producer claims, and how often it looks."""
+
+    flow: Flow
+    worker_id: UUID
+    batch_size: int  # most tasks per claim
+    grace: int  # seconds a claim stays hidden beyond the task timeout
+    poll_min: float  # seconds: the shortest wait between polls that find nothing
+    poll_max: float  # seconds: the longest; also the fallback poll beside NOTIFY
+
+
 class Producer:
     """One per flow: waits for a NOTIFY or its jittered poll timer, claims
-    min(free slots, batch size) tasks in one round trip and dispatches them.
-    It keeps claiming while claims come back full and slots are free."""
+    min(free slots, batch size) tasks in one round trip and submits them to
+    the executor. It keeps claiming while claims come back full and slots
+    are free."""
 
-    def __init__(self, flow: Flow, worker_id: UUID, db: Database, settings: Settings,
-                 slots: Slots, dispatch: Callable[[ClaimedTask], None],
-                 notify_works: Callable[[], bool],
-                 all_written: Callable[[], Awaitable[None]], flow_inputs: FlowInputs) -> None:
-        self.flow = flow
-        self.worker_id = worker_id
+    def __init__(self, config: ClaimConfig, db: Queries, slots: Slots, inflight: InFlight,
+                 submit: Callable[[ClaimedTask], None], flow_inputs: FlowInputs,
+                 notify_works: Callable[[], bool]) -> None:
+        self.config = config
+        self.flow = config.flow
+        self.worker_id = config.worker_id
         self.db = db
-        self.settings = settings
         self.slots = slots
-        self.dispatch = dispatch
-        self.notify_works = notify_works
-        self.all_written = all_written
+        self.inflight = inflight
+        self.submit = submit
         self.flow_inputs = flow_inputs
+        self.notify_works = notify_works
         self._wake = anyio.Event()
-        self._interval = settings.poll_min_interval
+        self._interval = config.poll_min
         self.idle = False  # the last claim found nothing
         self.first_round = anyio.Event()
         self._last_claim = 0.0
@@ -62,7 +76,7 @@ class Producer:
             # One free slot at a time would cost a round trip per task: wait a
             # moment for half a batch of slots (never for the whole batch).
             with anyio.move_on_after(CLAIM_COALESCE):
-                await self.slots.wait_free(max(1, min(self.settings.batch_size,
+                await self.slots.wait_free(max(1, min(self.config.batch_size,
                                                       self.slots.total) // 2))
             if not more:
                 await self._wait_for_signal()
@@ -70,7 +84,7 @@ class Producer:
 
     async def _claim_round(self) -> bool:
         """Claim once; True when the claim was full (there may be more)."""
-        wanted = min(self.slots.free, self.settings.batch_size)
+        wanted = min(self.slots.free, self.config.batch_size)
         if wanted < 1:
             return True  # another flow's producer took the free slots meanwhile
         self._wake = anyio.Event()
@@ -78,20 +92,20 @@ class Producer:
         claimed = await self._claim(wanted)
         self.idle = not claimed
         if claimed:
-            self._interval = self.settings.poll_min_interval
+            self._interval = self.config.poll_min
         self.first_round.set()
         if claimed and claimed[0].isolated:
             # start_tasks hands out a task whose worker was lost twice alone.
-            await run_alone(claimed[0], self.slots, self.dispatch, self.all_written, self._renew,
+            await run_alone(claimed[0], self.inflight, self.slots, self.submit, self._renew,
                             self._claim_span(claimed[0]) / 2)
             return True
         for task in claimed:
-            self.dispatch(task)
+            self.submit(task)
         return len(claimed) == wanted
 
     def _claim_span(self, task: ClaimedTask) -> int:
         """Seconds a claim stays hidden (start_tasks: the task timeout + grace)."""
-        return task.timeout + self.settings.claim_grace
+        return task.timeout + self.config.grace
 
     async def _renew(self, task: ClaimedTask) -> bool:
         """Keep the claim hidden for a full span again; False if it is no longer ours."""
@@ -106,7 +120,7 @@ class Producer:
         attempt = 0
         while True:
             # Reserve the slots while the claim is in flight, so producers of
-            # other flows do not claim them too; dispatch takes them for real.
+            # other flows do not claim them too; submit takes them for real.
             self.slots.take(wanted)
             try:
                 # Shielded: a claim cancelled after it committed would leave
@@ -114,6 +128,9 @@ class Producer:
                 with anyio.CancelScope(shield=True):
                     rows, cap = await self._start_tasks(wanted)
                     if rows is not None:
+                        waited = metrics.queue_wait(self.flow.slug).observe
+                        for row in rows:
+                            waited(row["waited"])
                         tasks = [self._task(row) for row in rows]
                         await self._fill_flow_inputs(tasks)
                         return tasks
@@ -127,7 +144,7 @@ class Producer:
         wait before the next try."""
         try:
             rows: list[asyncpg.Record] = await self.db.fetch(
-                "start_tasks", self.flow.slug, self.worker_id, wanted, self.settings.claim_grace)
+                "start_tasks", self.flow.slug, self.worker_id, wanted, self.config.grace)
             return rows, 0.0
         except Exception as exc:
             # A claim that committed before its connection dropped expires
@@ -191,7 +208,7 @@ class Producer:
                 await anyio.sleep(too_soon)
 
     def _next_interval(self) -> float:
-        low, high = self.settings.poll_min_interval, self.settings.poll_max_interval
+        low, high = self.config.poll_min, self.config.poll_max
         if self.notify_works():
             # The fallback poll: NOTIFY is only a hint.
             return random.uniform(high / 2, high)  # noqa: S311

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from flowworker.dbpool import UndecodableJson
+from flowworker.daemon.db_asyncpg import UndecodableJson
 
 Fetch = Callable[[list[UUID]], Awaitable[Sequence[Any]]]  # rows of (run_id, input, size)
 
