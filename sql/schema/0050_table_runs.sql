@@ -1,7 +1,8 @@
--- fillfactor 50 and no index on status: a run's row is updated as its
--- steps finish, and with room on its page and no indexed column changed
--- the new version stays on the page (HOT), without new index entries.
--- Runs of a flow are found by (flow_slug, started_at), which never change.
+-- fillfactor 50, and status only in one partial index (0052): a run's row
+-- is updated as its steps finish, and with room on its page and no indexed
+-- column changed the new version stays on the page (HOT), without new index
+-- entries, until the update that ends the run. Runs of a flow are found by
+-- (flow_slug, started_at), which never change.
 CREATE TABLE flowworker.runs (
     run_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     flow_slug text NOT NULL REFERENCES flowworker.flows (flow_slug),
