@@ -1,4 +1,4 @@
-"""`flowworker`: run workers, compile flows, install the schema."""
+"""`flowworker`: run workers, compile flows, install the schema, operate."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Annotated, NoReturn
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
+from flowworker.cli import flows, healthcheck, prune, runs, start, status, workers
+from flowworker.cli.common import DatabaseOpt
 from flowworker.errors import ConfigurationError, FlowworkerError
 from flowworker.settings import load_settings
 
@@ -17,8 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False, help="Durable DAG workflows on PostgreSQL.",
 )
 
-DatabaseOpt = Annotated[str | None, typer.Option(
-    "--database-url", help="Database URL [env: FLOWWORKER_DATABASE_URL, DATABASE_URL]")]
 AppOpt = Annotated[str | None, typer.Option(
     "--app", help="Module that defines the flows [env: FLOWWORKER_APP]")]
 
@@ -113,6 +113,16 @@ def migrate(
     typer.echo("schema is current", err=True)
 
 
+# The operator commands (flowworker.cli.*, on flowworker.ops).
+app.command("start")(start.start)
+app.command("status")(status.status)
+app.add_typer(runs.app)
+app.add_typer(flows.app)
+app.add_typer(workers.app)
+app.command("healthcheck")(healthcheck.healthcheck)
+app.command("prune")(prune.prune)
+
+
 def fail(message: str, code: int) -> NoReturn:
     """Write one line on stderr (a multi-line message is joined) and exit."""
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
@@ -123,6 +133,8 @@ def fail(message: str, code: int) -> NoReturn:
 def main() -> None:
     """Console entry point: one line on stderr and the documented exit code."""
     try:
+        # A closed stdout (`... --json | head -c 10`) ends a command inside
+        # typer: exit 1, nothing on stderr. Every command flushes as it writes.
         app(standalone_mode=False)
     except FlowworkerError as exc:
         fail(str(exc), exc.exit_code)
@@ -132,3 +144,4 @@ def main() -> None:
         raise SystemExit(2) from None
     except ClickException as exc:
         fail(exc.format_message(), 2)
+

@@ -58,13 +58,13 @@ class MigrateLockTimeoutError(FlowworkerError):
 class UnknownFlowError(FlowworkerError):
     """No flow with this slug is defined in the database."""
 
-    exit_code = 2
+    exit_code = 1  # ARCHITECTURE.md §7: an unknown run, step or flow exits 1
 
 
 class UnknownRunError(FlowworkerError):
     """No run with this run_id exists."""
 
-    exit_code = 2
+    exit_code = 1
 
 
 class InvalidInputError(FlowworkerError):
