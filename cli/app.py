@@ -37,6 +37,8 @@ def run(
     metrics_addr: Annotated[str | None, typer.Option(help="host:port or off")] = None,
     drain: Annotated[bool, typer.Option("--drain", help="Exit once no work is left")] = False,
     log_format: Annotated[str | None, typer.Option(help="auto, human or json")] = None,
+    prune_after: Annotated[str | None, typer.Option(
+        help="Prune what ended longer ago than this (14d), one worker at a time [off]")] = None,
 ) -> None:
     """Run a worker for one or more flows until SIGTERM/SIGINT (or --drain)."""
     from flowworker.registry import load_flows
@@ -46,7 +48,7 @@ def run(
         concurrency=concurrency, batch_size=batch_size, signal=signal,
         poll_min_interval=poll_min_interval, poll_max_interval=poll_max_interval,
         shutdown_timeout=shutdown_timeout, metrics_addr=metrics_addr,
-        drain=drain or None, log_format=log_format,
+        drain=drain or None, log_format=log_format, prune_after=prune_after,
     )
     load_flows(settings.app)  # a missing or broken --app fails here with exit 2
     from flowworker.daemon.runtime import run_worker

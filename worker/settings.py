@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -9,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowworker import dburl
+from flowworker.durations import parse_duration
 from flowworker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -60,6 +62,17 @@ class Settings(BaseSettings):
         60.0, gt=0, le=86_400, description="Seconds `flowworker migrate` waits for the "
         "migrate lock (held by another migrator, or by any session that took it) before it "
         "exits 1 naming the holder.")
+    prune_after: timedelta | None = Field(
+        None, description="Delete runs that ended, and workers that stopped, longer ago than "
+        "this (e.g. 14d; s, m, h, d, w), in the background, one worker at a time; every few "
+        "minutes. None or `off` (the default): never.")
+
+    @field_validator("prune_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            return None if value.strip().lower() in {"", "off"} else parse_duration(value)
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -1,14 +1,16 @@
 """Side jobs of a running worker: heartbeats and queue gauges, the deadline
-sweep, the finished-run watch, signals and --drain. Each runs until
-cancelled and takes only what it uses; an unexpected error in any of them
-stops the worker loudly."""
+sweep, the finished-run watch, signals, --drain and --prune-after. Each runs
+until cancelled and takes only what it uses; an unexpected error in any of
+them stops the worker loudly."""
 
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from uuid import UUID
 
 import anyio
@@ -17,10 +19,13 @@ from flowworker import logs, metrics
 from flowworker.daemon.db_asyncpg import Queries, is_retryable
 from flowworker.daemon.inflight import InFlight
 from flowworker.daemon.shutdown import Shutdown
+from flowworker.errors import ConfigurationError
 
 RUN_WATCH_INTERVAL = 0.5  # seconds between checks for cancelled/failed runs in flight
 DRAIN_CHECK_INTERVAL = 0.1
 TIMEOUT_TICK = 0.05  # seconds: a handler is cancelled at most this long after its timeout
+PRUNE_INTERVAL = 300.0  # seconds between --prune-after rounds (jittered by a fifth)
+PRUNE_BATCH = 1000  # runs per batch, each batch its own transaction
 
 
 async def heartbeat(db: Queries, worker_ids: Mapping[str, UUID], interval: float) -> None:
@@ -103,3 +108,37 @@ async def loop_lag(interval: float = 0.25, warn_after: float = 0.5) -> None:
         if lag > warn_after:
             logs.event("loop.lag", logging.WARNING, lag_ms=round(lag * 1000),
                        hint="a handler blocks the event loop")
+
+
+async def prune(db: Queries, older_than: timedelta, interval: float = PRUNE_INTERVAL,
+                batch_size: int = PRUNE_BATCH) -> None:
+    """--prune-after: a round at once, then every `interval` seconds or so:
+    delete what ended longer ago than older_than, a batch at a time, while
+    no other worker is pruning (prune_batch's lock)."""
+    if not await db.fetchval("may_prune"):
+        raise ConfigurationError("--prune-after: this database role may not execute "
+                                 "flowworker.prune; only the schema's owner may")
+    while True:
+        await prune_round(db, older_than, batch_size)
+        await anyio.sleep(interval * random.uniform(0.8, 1.2))  # noqa: S311 - spreads workers
+
+
+async def prune_round(db: Queries, older_than: timedelta, batch_size: int) -> int:
+    """Batches until none is left, another worker prunes, or the database is
+    away (the next round goes on); how many rows of runs and workers went."""
+    began, deleted = time.monotonic(), 0
+    while True:
+        try:
+            count = await db.fetchval("prune_batch", older_than, batch_size)
+        except Exception as exc:
+            if not is_retryable(exc):
+                raise
+            logs.event("prune.interrupted", error=type(exc).__name__)
+            break
+        if not count:  # 0: nothing is left; None: another worker is pruning
+            break
+        deleted += count
+    if deleted:
+        logs.event("prune.done", deleted=deleted,
+                   duration_ms=round((time.monotonic() - began) * 1000))
+    return deleted

@@ -127,6 +127,8 @@ class Worker:
                                 self.inflight, lambda: all(p.idle for p in producers), shutdown)
         if listener is not None:
             services.start_soon(listener.run)
+        if s.prune_after is not None:
+            services.start_soon(maintenance.prune, self.db, s.prune_after)
 
         with shutdown.stop_claiming:
             async with anyio.create_task_group() as claiming:
