@@ -9,6 +9,16 @@ from bench.pg import ANCHOR_SETTINGS, CLAIM_SCRIPT, COMMIT_SCRIPT
 from bench.report import ceiling_table, comparison_table, markdown_table, profile_table
 from bench.suite import Params, Results
 
+# What follows this line in docs/performance.md is written by hand (the
+# Retention section, from python -m bench.prune) and survives `make bench`.
+HAND_WRITTEN = "<!-- Written by hand below this line; make bench keeps it. -->"
+
+
+def keep_hand_written(generated: str, previous: str) -> str:
+    """The generated document, then the hand-written part of the previous one."""
+    _, marker, tail = previous.partition(HAND_WRITTEN)
+    return f"{generated.rstrip()}\n\n{marker}{tail}" if marker else generated
+
 
 def _machine(meta: dict[str, Any]) -> str:
     rows = [["what", "value"]] + [[key, str(value)] for key, value in meta.items()]

@@ -132,7 +132,8 @@ def run(p: Params, home: Path) -> tuple[Results, dict[str, Any], Path]:
     write_json(data_file, to_json(results, p, meta))
     pgq.plot(data_file, png)
     markdown = out_dir / f"{stem}.md"
-    markdown.write_text(docs.render(results, p, meta, png.name))
+    previous = markdown.read_text() if markdown.exists() else ""
+    markdown.write_text(docs.keep_hand_written(docs.render(results, p, meta, png.name), previous))
     return results, meta, markdown
 
 

@@ -19,7 +19,10 @@ def prune(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Only count what would be deleted")] = False,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", help="Runs per transaction (fewer for flows with wide maps)")] = 1000,
+        "--batch-size", help="Runs per transaction (fewer for flows with wide maps)")] = 100,
+    rest: Annotated[float, typer.Option(
+        "--rest", help="After each batch, wait this many times as long as it took (0: never)")
+    ] = 1.0,
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -30,21 +33,25 @@ def prune(
     span = duration_option("--older-than", older_than)
     if not 1 <= batch_size <= 100_000:
         raise ConfigurationError(f"--batch-size must be 1..100000, not {batch_size}")
+    if not 0 <= rest <= 100:
+        raise ConfigurationError(f"--rest must be 0..100, not {rest:g}")
     with database(database_url) as conn:
         found = ops.preview(conn, span)
         if not as_json:
             _print_found(older_than, found)
-        done = None if dry_run else _prune(conn, span, batch_size, found)
+        done = None if dry_run else _prune(conn, span, batch_size, rest, found)
     if as_json:
         print_json(_document(older_than, found, done))
     elif done is None:
         typer.echo("dry run: nothing deleted")
     else:
         typer.echo(f"deleted {done.deleted:,} runs and workers in {done.batches:,} "
-                   f"transactions ({done.seconds:.1f} s)")
+                   f"transactions ({done.seconds:.1f} s, the longest "
+                   f"{done.longest_batch_seconds:.2f} s)")
 
 
-def _prune(conn: Any, span: Any, batch_size: int, found: PrunePreview) -> PruneResult:
+def _prune(conn: Any, span: Any, batch_size: int, rest: float,
+           found: PrunePreview) -> PruneResult:
     """Batches until none is left; progress on a terminal's stderr."""
     import sys
 
@@ -53,7 +60,7 @@ def _prune(conn: Any, span: Any, batch_size: int, found: PrunePreview) -> PruneR
     from flowworker import ops
 
     if not sys.stderr.isatty():
-        return ops.prune(conn, span, batch_size)
+        return ops.prune(conn, span, batch_size, rest)
     total = found.total_runs + found.workers
     deleted = 0
     with Console(stderr=True).status("deleting ...") as progress:
@@ -61,7 +68,7 @@ def _prune(conn: Any, span: Any, batch_size: int, found: PrunePreview) -> PruneR
             nonlocal deleted
             deleted += count
             progress.update(f"deleted {deleted:,} of about {total:,}")
-        return ops.prune(conn, span, batch_size, on_batch=show)
+        return ops.prune(conn, span, batch_size, rest, on_batch=show)
 
 
 def _print_found(older_than: str, found: PrunePreview) -> None:
@@ -79,4 +86,6 @@ def _document(older_than: str, found: PrunePreview, done: PruneResult | None) ->
             "found": {"runs": found.runs, "workers": found.workers},
             "deleted": None if done is None else done.deleted,
             "transactions": None if done is None else done.batches,
-            "seconds": None if done is None else round(done.seconds, 3)}
+            "seconds": None if done is None else round(done.seconds, 3),
+            "longest_transaction_seconds":
+                None if done is None else round(done.longest_batch_seconds, 3)}

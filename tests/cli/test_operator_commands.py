@@ -314,3 +314,15 @@ def test_prune_dry_run_then_for_real(url: str) -> None:
 def test_prune_refuses_bad_input(url: str, args: list[str], message: str) -> None:
     line = assert_one_error_line(cli(url, "prune", *args), 2)
     assert message in line
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--prune-after", "banana"], {}, "invalid setting prune_after: Value error, 'banana' is "
+                                      "not a duration"),
+    ([], {"FLOWWORKER_PRUNE_AFTER": "0s"}, "invalid setting prune_after: Value error, '0s': a "
+                                           "duration must be more than 0"),
+])
+def test_run_with_a_bad_prune_after_exits_2(args: list[str], env: dict[str, str],
+                                            message: str) -> None:
+    result = run_cli("run", "--app", "examples.orders", *args, env=env)
+    assert message in assert_one_error_line(result, 2)

@@ -25,7 +25,8 @@ RUN_WATCH_INTERVAL = 0.5  # seconds between checks for cancelled/failed runs in 
 DRAIN_CHECK_INTERVAL = 0.1
 TIMEOUT_TICK = 0.05  # seconds: a handler is cancelled at most this long after its timeout
 PRUNE_INTERVAL = 300.0  # seconds between --prune-after rounds (jittered by a fifth)
-PRUNE_BATCH = 1000  # runs per batch, each batch its own transaction
+PRUNE_BATCH = 100  # runs per batch, each its own transaction: short locks and WAL flushes
+PRUNE_REST = 1.0  # after a batch, wait as long as it took: the database prunes half the time
 
 
 async def heartbeat(db: Queries, worker_ids: Mapping[str, UUID], interval: float) -> None:
@@ -123,11 +124,14 @@ async def prune(db: Queries, older_than: timedelta, interval: float = PRUNE_INTE
         await anyio.sleep(interval * random.uniform(0.8, 1.2))  # noqa: S311 - spreads workers
 
 
-async def prune_round(db: Queries, older_than: timedelta, batch_size: int) -> int:
+async def prune_round(db: Queries, older_than: timedelta, batch_size: int,
+                      rest: float = PRUNE_REST) -> int:
     """Batches until none is left, another worker prunes, or the database is
-    away (the next round goes on); how many rows of runs and workers went."""
+    away (the next round goes on); how many rows of runs and workers went.
+    After each batch it waits `rest` times as long as the batch took."""
     began, deleted = time.monotonic(), 0
     while True:
+        batch_began = time.monotonic()
         try:
             count = await db.fetchval("prune_batch", older_than, batch_size)
         except Exception as exc:
@@ -138,6 +142,7 @@ async def prune_round(db: Queries, older_than: timedelta, batch_size: int) -> in
         if not count:  # 0: nothing is left; None: another worker is pruning
             break
         deleted += count
+        await anyio.sleep(rest * (time.monotonic() - batch_began))
     if deleted:
         logs.event("prune.done", deleted=deleted,
                    duration_ms=round((time.monotonic() - began) * 1000))

@@ -43,7 +43,9 @@ class Worker:
     def __init__(self, settings: Settings, flows: list[Flow]) -> None:
         self.settings = settings
         self.flows = flows
-        self.db = Database(settings.database_url, POOL_SIZE, settings.command_timeout,
+        # --prune-after: one more connection, so a batch takes none from claims.
+        pool_size = POOL_SIZE + (settings.prune_after is not None)
+        self.db = Database(settings.database_url, pool_size, settings.command_timeout,
                            settings.statement_cache_size)
         self.worker_ids = {flow.slug: uuid.uuid4() for flow in flows}
         self.inflight = InFlight()

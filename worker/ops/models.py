@@ -155,8 +155,10 @@ class PrunePreview:
 
 @dataclass(frozen=True)
 class PruneResult:
-    """Rows of runs and workers deleted, over how many calls, in seconds."""
+    """Rows of runs and workers deleted, over how many calls, in seconds;
+    the longest call is the longest any row lock was held."""
 
     deleted: int
     batches: int
     seconds: float
+    longest_batch_seconds: float

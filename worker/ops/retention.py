@@ -17,7 +17,11 @@ import psycopg
 from flowworker.ops.db import fetch_one
 from flowworker.ops.models import PrunePreview, PruneResult
 
-DEFAULT_BATCH_SIZE = 1000
+# Runs per transaction. Measured (docs/performance.md, "Retention"): batches
+# of 100 prune as fast as batches of 1,000, and hold each lock and WAL flush
+# a tenth as long, so the workers' commits beside them wait less.
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_REST = 1.0
 
 
 def preview(conn: psycopg.Connection[Any], older_than: timedelta) -> PrunePreview:
@@ -29,20 +33,32 @@ def preview(conn: psycopg.Connection[Any], older_than: timedelta) -> PrunePrevie
 
 
 def prune(conn: psycopg.Connection[Any], older_than: timedelta,
-          batch_size: int = DEFAULT_BATCH_SIZE,
+          batch_size: int = DEFAULT_BATCH_SIZE, rest: float = DEFAULT_REST,
           on_batch: Callable[[int], None] | None = None) -> PruneResult:
     """Call flowworker.prune until it deletes nothing; on_batch(deleted)
-    after each call that deleted something."""
+    after each call that deleted something. After each batch, wait `rest`
+    times as long as it took: at 1, the database spends at most half its
+    time on the prune, which keeps the workers' claims quick beside it."""
     if not conn.autocommit:
         raise ValueError("prune needs an autocommit connection: each batch commits")
     began = time.monotonic()
     deleted = batches = 0
+    longest = 0.0
     while True:
-        (count,) = fetch_one(conn, "ops_prune", {"older_than": older_than,
-                                                 "batch_size": batch_size})
+        batch_began = time.monotonic()
+        count = prune_batch(conn, older_than, batch_size)
+        took = time.monotonic() - batch_began
         batches += 1
+        longest = max(longest, took)
         if not count:
-            return PruneResult(deleted, batches, time.monotonic() - began)
-        deleted += int(count)
+            return PruneResult(deleted, batches, time.monotonic() - began, longest)
+        deleted += count
         if on_batch is not None:
-            on_batch(int(count))
+            on_batch(count)
+        time.sleep(rest * took)
+
+
+def prune_batch(conn: psycopg.Connection[Any], older_than: timedelta, batch_size: int) -> int:
+    """One call of flowworker.prune: rows of runs and workers deleted, 0 when done."""
+    (count,) = fetch_one(conn, "ops_prune", {"older_than": older_than, "batch_size": batch_size})
+    return int(count)
