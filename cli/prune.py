@@ -28,7 +28,7 @@ def prune(
 ) -> None:
     """Delete runs that ended, with their steps, tasks and messages, and stopped workers."""
     from flowworker import ops
-    from flowworker.errors import ConfigurationError
+    from flowworker.errors import ConfigurationError, DatabaseError
 
     span = duration_option("--older-than", older_than)
     if not 1 <= batch_size <= 100_000:
@@ -36,6 +36,9 @@ def prune(
     if not 0 <= rest <= 100:
         raise ConfigurationError(f"--rest must be 0..100, not {rest:g}")
     with database(database_url) as conn:
+        if not dry_run and not ops.may_prune(conn):
+            raise DatabaseError("this database role may not execute flowworker.prune; "
+                                "only the schema's owner may (--dry-run only counts)")
         found = ops.preview(conn, span)
         if not as_json:
             _print_found(older_than, found)

@@ -1,5 +1,5 @@
--- Queries of the worker's background retention (flowworker.daemon.maintenance.prune),
--- asyncpg parameters.
+-- Retention queries of the worker (flowworker.daemon.maintenance.prune),
+-- asyncpg parameters; may_prune, which has none, serves flowworker.ops too.
 
 -- name: may_prune
 -- Only the schema's owner may call flowworker.prune (no group role has it).

@@ -326,3 +326,25 @@ def test_run_with_a_bad_prune_after_exits_2(args: list[str], env: dict[str, str]
                                             message: str) -> None:
     result = run_cli("run", "--app", "examples.orders", *args, env=env)
     assert message in assert_one_error_line(result, 2)
+
+
+def test_a_reader_reads_and_is_told_what_it_may_not_do(url: str) -> None:
+    run_id = failed_run(url)
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE flowworker_reader")
+    try:
+        reader = psycopg.conninfo.make_conninfo(url, user=role)
+        for args in (["status"], ["runs", "list"], ["runs", "show", str(run_id)],
+                     ["flows", "list"], ["workers", "list"], ["healthcheck"],
+                     ["prune", "--older-than", "7d", "--dry-run"]):
+            assert cli(reader, *args).returncode == 0, args
+        line = assert_one_error_line(cli(reader, "prune", "--older-than", "7d"), 1)
+        assert line == ("flowworker: error: this database role may not execute "
+                        "flowworker.prune; only the schema's owner may (--dry-run only counts)")
+        line = assert_one_error_line(cli(reader, "start", "shop"), 1)
+        assert line.startswith("flowworker: error: permission denied for function start_flow")
+        assert "starting and cancelling runs flowworker_enqueuer" in line
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE {role}")

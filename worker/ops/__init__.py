@@ -13,7 +13,7 @@ from flowworker.ops.db import database_now, mapped_errors
 from flowworker.ops.health import health
 from flowworker.ops.jsonable import jsonable
 from flowworker.ops.overview import flows, queue_depth, status, workers
-from flowworker.ops.retention import preview, prune
+from flowworker.ops.retention import may_prune, preview, prune
 from flowworker.ops.runs import RunFilter, list_runs, parse_run_id, show_run
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "jsonable",
     "list_runs",
     "mapped_errors",
+    "may_prune",
     "parse_run_id",
     "preview",
     "prune",

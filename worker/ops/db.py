@@ -75,8 +75,9 @@ def mapped_errors(conn: psycopg.Connection[Any]) -> Iterator[None]:
         raise SchemaError(f"flowworker schema is not installed or outdated "
                           f"({_message(exc)}); run `flowworker migrate`") from None
     except pg_errors.InsufficientPrivilege as exc:
-        raise DatabaseError(f"{_message(exc)}: this needs a role with the rights of "
-                            "flowworker_reader (prune: the schema's owner)") from None
+        raise DatabaseError(f"{_message(exc)} (reading needs flowworker_reader, starting and "
+                            "cancelling runs flowworker_enqueuer, prune the schema's owner)"
+                            ) from None
     except psycopg.Error as exc:
         if conn.closed:
             raise DatabaseUnreachableError(

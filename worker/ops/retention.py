@@ -32,6 +32,11 @@ def preview(conn: psycopg.Connection[Any], older_than: timedelta) -> PrunePrevie
                         {status: int(n) for status, n in sorted(runs.items())}, int(workers))
 
 
+def may_prune(conn: psycopg.Connection[Any]) -> bool:
+    """Whether this role may call flowworker.prune (today the schema's owner only)."""
+    return bool(fetch_one(conn, "may_prune")[0])
+
+
 def prune(conn: psycopg.Connection[Any], older_than: timedelta,
           batch_size: int = DEFAULT_BATCH_SIZE, rest: float = DEFAULT_REST,
           on_batch: Callable[[int], None] | None = None) -> PruneResult:
