@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     home = Path(tempfile.mkdtemp(prefix="flowworker-prune-"))
     bc = BenchCluster(home)
     bc.start()
-    try:
+    try:  # the cluster holds gigabytes: it goes when the run ends, however it ends
         prepare(bc, home, args.runs)
         results = []
         for name in args.scenarios.split(","):
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
     finally:
         bc.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
