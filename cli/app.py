@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-from flowworker.cli import flows, healthcheck, prune, runs, start, status, workers
+from flowworker.cli import dashboard, flows, healthcheck, prune, runs, start, status, workers
 from flowworker.cli.common import DatabaseOpt
 from flowworker.errors import ConfigurationError, FlowworkerError
 from flowworker.settings import load_settings
@@ -123,6 +123,7 @@ app.add_typer(flows.app)
 app.add_typer(workers.app)
 app.command("healthcheck")(healthcheck.healthcheck)
 app.command("prune")(prune.prune)
+app.command("dashboard")(dashboard.dashboard)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flowworker.cli.common import DatabaseOpt, JsonOpt, print_json
+
+if TYPE_CHECKING:
+    from flowworker.ops.models import Health
 
 
 def healthcheck(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
@@ -10,7 +15,6 @@ def healthcheck(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> N
     import typer
 
     from flowworker import ops
-    from flowworker.errors import DatabaseUnreachableError, FlowworkerError, SchemaError
     from flowworker.settings import load_settings
 
     settings = load_settings(database_url=database_url)
@@ -19,6 +23,14 @@ def healthcheck(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> N
         print_json(report)
     elif report.ok:
         typer.echo(f"ok: database reachable, schema version {report.schema_version}")
+    raise_unhealthy(report)
+
+
+def raise_unhealthy(report: Health) -> None:
+    """The error (and so the exit code: 3 unreachable, 4 schema) of a
+    report that is not ok."""
+    from flowworker.errors import DatabaseUnreachableError, FlowworkerError, SchemaError
+
     if not report.ok:
         kind = {3: DatabaseUnreachableError, 4: SchemaError}.get(report.exit_code,
                                                                    FlowworkerError)

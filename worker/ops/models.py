@@ -112,6 +112,37 @@ class RunDetail:
 
 
 @dataclass(frozen=True)
+class TaskDetail:
+    """One task of a run's step (a map step has one per element): attempts
+    so far and the error of its last failed attempt."""
+
+    step_slug: str
+    task_index: int
+    status: str
+    attempts: int
+    error_message: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    worker_id: UUID | None
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One entry of a run's history (flowworker.events): what happened, to
+    which step, task and attempt, with its detail (an error, a reason) and
+    who did it. Never payloads."""
+
+    event_id: int
+    at: datetime
+    event: str
+    step_slug: str | None
+    task_index: int | None
+    attempt: int | None
+    detail: Any
+    actor: str | None
+
+
+@dataclass(frozen=True)
 class WorkerInfo:
     """state: live (heartbeat within lost_after), lost (not stopped but
     silent: killed, frozen or cut off), or stopped."""

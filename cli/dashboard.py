@@ -1,0 +1,46 @@
+"""`flowworker dashboard`: the web dashboard (the `dashboard` extra)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flowworker.cli.common import DatabaseOpt
+from flowworker.errors import ConfigurationError
+
+EXTRA_MISSING = "the dashboard needs its extra: pip install 'flowworker[dashboard]'"
+
+
+def dashboard(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port to listen on")] = 8080,
+    allow_actions: Annotated[bool, typer.Option(
+        "--allow-actions", help="Show and take cancel/retry/pause/resume/signal (POST, CSRF)")
+    ] = False,
+    show_payloads: Annotated[bool, typer.Option(
+        "--show-payloads", help="Show run inputs and outputs (hidden by default)")] = False,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Serve the web dashboard: overview, runs, a run's DAG, flows, workers."""
+    try:
+        import uvicorn
+
+        from flowworker.dashboard.app import create_app
+    except ImportError:
+        raise ConfigurationError(EXTRA_MISSING) from None
+    from flowworker import ops
+    from flowworker.cli.healthcheck import raise_unhealthy
+    from flowworker.dashboard.config import DashboardConfig, hosts_for
+    from flowworker.settings import load_settings
+
+    if not 0 < port < 65536:
+        raise ConfigurationError(f"--port {port}: not a TCP port (1-65535)")
+    settings = load_settings(database_url=database_url)
+    raise_unhealthy(ops.health(settings.database_url))  # exit 3 or 4 now, not on each page
+    config = DashboardConfig(settings.database_url, allow_actions=allow_actions,
+                             show_payloads=show_payloads, allowed_hosts=hosts_for(host))
+    typer.echo(f"flowworker dashboard on http://{host}:{port} "
+               f"(actions {'on' if allow_actions else 'off'})", err=True)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning",
+                server_header=False)
