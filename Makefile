@@ -29,7 +29,7 @@ test-fast: install ## Unit, SQL, integration and CLI tests, none marked slow (< 
 	$(VENV)/bin/pytest -m "not acceptance and not faults and not slow"
 
 .PHONY: test-deps chaos
-test-deps: ## System packages the fault tests need (pgbouncer, libfaketime); apt-get as root
+test-deps: ## System packages the fault and browser tests need (pgbouncer, libfaketime, chromium); apt-get as root
 	bash scripts/install-test-deps.sh
 
 chaos: install test-deps ## Crash-restart chaos + vacuum-blocked soak (CHAOS_MINUTES=20, CHAOS_SOAK_MINUTES=30)

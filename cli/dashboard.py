@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -42,5 +44,14 @@ def dashboard(
                              show_payloads=show_payloads, allowed_hosts=hosts_for(host))
     typer.echo(f"flowworker dashboard on http://{host}:{port} "
                f"(actions {'on' if allow_actions else 'off'})", err=True)
+    # uvicorn shuts down on SIGTERM/SIGINT, then raises the signal again
+    # with the handlers it found: these, so a stop is exit 0, not death by
+    # the signal (or `interrupted`, exit 1).
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _stopped)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning",
                 server_header=False)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

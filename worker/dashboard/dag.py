@@ -80,7 +80,8 @@ def layout(steps: list[StepDetail]) -> Drawing:
     edges = [Edge(_edge(where[dep], where[step.step_slug]))
              for step in steps for dep in step.depends_on if dep in where]
     width = MARGIN * 2 + (max(depth.values(), default=0) + 1) * (BOX_W + GAP_X) - GAP_X
-    height = MARGIN * 2 + max(rows.values(), default=1) * (BOX_H + GAP_Y) - GAP_Y
+    # The lane under the last row (long edges) stays inside the picture.
+    height = MARGIN * 2 + max(rows.values(), default=1) * (BOX_H + GAP_Y) - GAP_Y // 2
     return Drawing(width, height, boxes, edges)
 
 
@@ -89,8 +90,16 @@ def _label(slug: str) -> str:
 
 
 def _edge(start: tuple[int, int], end: tuple[int, int]) -> str:
-    """A curve from the right middle of one box to the left middle of another."""
+    """From the right middle of one box to the left middle of another: a
+    curve to the next column; past a column, along the free lane under the
+    source's row and up through the gap before the target, so it never
+    runs behind a box between them."""
     x1, y1 = start[0] + BOX_W, start[1] + BOX_H // 2
     x2, y2 = end[0], end[1] + BOX_H // 2
-    bend = (x2 - x1) // 2
-    return f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"
+    if x2 - x1 <= GAP_X:
+        bend = (x2 - x1) // 2
+        return f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"
+    lane = start[1] + BOX_H + GAP_Y // 2
+    a, b = x1 + GAP_X // 2, x2 - GAP_X // 2
+    return (f"M{x1},{y1} C{a},{y1} {x1},{lane} {a},{lane} L{b},{lane} "
+            f"C{x2},{lane} {b},{y2} {x2},{y2}")

@@ -1,0 +1,115 @@
+"""The dashboard in a real browser: a real `flowworker dashboard` process
+on the embedded PostgreSQL, runs made through the workers' SQL functions,
+Chromium driven by Playwright. Each test waits on page selectors and
+database states, never on time."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import psycopg
+import pytest
+from playwright.sync_api import Page, expect
+
+from flowworker.dashboard.csrf import COOKIE, FIELD
+from tests.dashboard.conftest import Dashboard, screenshot
+from tests.dashboard.helpers import failed_run, run_status, started_run
+from tests.sql.helpers import claim, complete, define, fail, start
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_failed_run_is_listed_and_its_page_draws_the_dag_and_the_error(
+        url: str, dashboard: Dashboard, page: Page) -> None:
+    run_id = failed_run(url)
+    with dashboard() as base:
+        page.goto(f"{base}/runs?status=failed")
+        row = page.locator(f'tr[data-run-id="{run_id}"]')
+        expect(row).to_contain_text("failed")
+        expect(row).to_contain_text("card declined")
+        screenshot(page, "runs-failed")
+
+        row.get_by_role("link").click()
+        expect(page).to_have_url(f"{base}/runs/{run_id}")
+        dag = page.locator("svg.dag")
+        expect(dag.locator('g[data-step="check"][data-status="completed"]')).to_be_visible()
+        expect(dag.locator('g[data-step="charge"][data-status="failed"]')).to_be_visible()
+        expect(dag.locator('g[data-step="ship"]')).to_have_attribute("data-status", "cancelled")
+        expect(dag.locator("path.edge")).to_have_count(2)
+        expect(page.locator("#run-status")).to_have_text("failed")
+        expect(page.locator("tr[data-step=charge] pre.error-text")).to_have_text(
+            "card declined\n  at charge()")
+        screenshot(page, "run-failed")
+
+
+def test_without_allow_actions_no_button_shows_and_a_forged_post_is_403(
+        url: str, dashboard: Dashboard, page: Page) -> None:
+    run_id = started_run(url)
+    with dashboard() as base:
+        page.goto(f"{base}/runs/{run_id}")
+        expect(page.locator("#run-status")).to_have_text("started")
+        expect(page.locator("header .mode")).to_have_text("read-only")
+        expect(page.locator("form[method=post]")).to_have_count(0)
+        expect(page.locator("#action-cancel")).to_have_count(0)
+        cookie = next(c["value"] for c in page.context.cookies() if c["name"] == COOKIE)
+        forged = page.request.post(f"{base}/runs/{run_id}/cancel", form={FIELD: cookie})
+        assert forged.status == 403
+        assert "--allow-actions" in forged.text()
+        screenshot(page, "run-read-only")
+    assert run_status(url, run_id) == "started"
+
+
+def test_with_allow_actions_cancel_works_and_a_post_without_the_token_is_403(
+        url: str, dashboard: Dashboard, page: Page) -> None:
+    run_id = started_run(url)
+    with dashboard("--allow-actions") as base:
+        refused = page.request.post(f"{base}/runs/{run_id}/cancel", form={"x": "1"})
+        assert refused.status == 403
+        assert run_status(url, run_id) == "started"
+
+        page.goto(f"{base}/runs/{run_id}")
+        expect(page.locator("#action-retry")).to_have_count(0)  # a started run: no retry
+        page.locator("#action-cancel").click()
+        expect(page).to_have_url(f"{base}/runs/{run_id}?done=cancel")
+        expect(page.locator("#run-status")).to_have_text("cancelled")
+        expect(page.locator(".message")).to_have_text("Cancelled.")
+        expect(page.locator("#action-cancel")).to_have_count(0)
+        screenshot(page, "run-cancelled")
+    assert run_status(url, run_id) == "cancelled"
+
+
+def map_run(url: str) -> uuid.UUID:
+    """A run of `fulfil` whose map step `pick` had 15 elements: 12 done,
+    one failed (which failed the run), the other two cancelled."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        define(conn, "fulfil", {"validate": [], "pick": ["validate"], "notify": ["validate"],
+                                "pack": ["pick"], "ship": ["pack", "notify"]},
+               maps=("pick",), max_attempts=1)
+        run_id = start(conn, "fulfil", {"order": 7})
+        (task,) = claim(conn, "fulfil")
+        complete(conn, task, list(range(15)))
+        tasks = claim(conn, "fulfil", batch_size=20)
+        picks = sorted((t for t in tasks if t.step_slug == "pick"), key=lambda t: t.task_index)
+        assert len(picks) == 15
+        for task in [t for t in tasks if t.step_slug == "notify"] + picks[:12]:
+            complete(conn, task, {"ok": True})
+        fail(conn, picks[12], "shelf B7 is empty\nTraceback (most recent call last): ...")
+    return run_id
+
+
+def test_a_map_step_shows_its_counts_and_the_tasks_their_attempts(
+        url: str, dashboard: Dashboard, page: Page) -> None:
+    run_id = map_run(url)
+    with dashboard() as base:
+        page.goto(f"{base}/runs/{run_id}")
+        pick = page.locator('svg.dag g[data-step="pick"]')
+        expect(pick).to_have_attribute("data-status", "failed")
+        expect(pick.locator("text.counts")).to_have_text("12/15 done, 1 failed")
+        expect(page.locator("svg.dag path.edge")).to_have_count(5)
+        failed = page.locator("table.tasks tr", has=page.locator("pre.error-text"))
+        expect(failed).to_have_count(1)
+        expect(failed).to_contain_text(re.compile(r"pick\s+12\s+failed\s+1"))
+        expect(failed).to_contain_text("shelf B7 is empty")
+        # The README's picture (docs/images/dashboard-run.png) is this one.
+        screenshot(page, "run-map")
