@@ -10,11 +10,15 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+import pydantic
+
 from flowworker.errors import DefinitionError
+from flowworker.inputs import adapter_for
 
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 Handler = Callable[..., Any]
+RetryOn = type[BaseException] | Iterable[type[BaseException]] | None
 H = TypeVar("H", bound=Handler)
 StepType = Literal["single", "map"]
 
@@ -44,11 +48,22 @@ class Step:
     base_delay: int | None = None
     timeout: int | None = None
     start_delay: int | None = None
+    # Exceptions that retry; any other fails the task at once. None: all retry.
+    retry_on: tuple[type[BaseException], ...] | None = None
 
     @functools.cached_property
     def is_async(self) -> bool:
         # Asked twice per task; inspect's check costs a microsecond each time.
         return inspect.iscoroutinefunction(self.handler)
+
+    @functools.cached_property
+    def input_adapter(self) -> pydantic.TypeAdapter[Any] | None:
+        """Checks the input when the handler declares a model type (inputs.py)."""
+        return adapter_for(self.handler)
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether this exception fails only the attempt (not the task)."""
+        return self.retry_on is None or isinstance(exc, self.retry_on)
 
 
 def check_slug(slug: object, what: str) -> str:
@@ -96,19 +111,22 @@ class Flow:
 
     def step(self, *, slug: str | None = None, depends_on: Iterable[str | Handler] = (),
              max_attempts: int | None = None, base_delay: int | None = None,
-             timeout: int | None = None, start_delay: int | None = None) -> Callable[[H], H]:
-        """Register a handler as a `single` step; it runs once per run."""
+             timeout: int | None = None, start_delay: int | None = None,
+             retry_on: RetryOn = None) -> Callable[[H], H]:
+        """Register a handler as a `single` step; it runs once per run.
+        retry_on: the exceptions that retry (any other fails the task at once)."""
         def decorate(handler: H) -> H:
             step_slug = slug or self._name_of(handler)
             deps = self._resolve_deps(step_slug, depends_on)
-            self._add(Step(step_slug, handler, deps, "single",
-                           max_attempts, base_delay, timeout, start_delay))
+            self._add(Step(step_slug, handler, deps, "single", max_attempts, base_delay,
+                           timeout, start_delay, self._retry_on(step_slug, retry_on)))
             return handler
         return decorate
 
     def map(self, *, over: str | Handler | None = None, slug: str | None = None,
             max_attempts: int | None = None, base_delay: int | None = None,
-            timeout: int | None = None, start_delay: int | None = None) -> Callable[[H], H]:
+            timeout: int | None = None, start_delay: int | None = None,
+            retry_on: RetryOn = None) -> Callable[[H], H]:
         """Register a handler as a `map` step: one task per element of the
         array that step `over` returns (or of the flow input when None)."""
         def decorate(handler: H) -> H:
@@ -117,10 +135,20 @@ class Flow:
             # reported as "a map step with 2 deps" rather than a bad name.
             sources = over if isinstance(over, list | tuple) else [] if over is None else [over]
             deps = self._resolve_deps(step_slug, sources)
-            self._add(Step(step_slug, handler, deps, "map",
-                           max_attempts, base_delay, timeout, start_delay))
+            self._add(Step(step_slug, handler, deps, "map", max_attempts, base_delay,
+                           timeout, start_delay, self._retry_on(step_slug, retry_on)))
             return handler
         return decorate
+
+    def _retry_on(self, step_slug: str,
+                  retry_on: RetryOn) -> tuple[type[BaseException], ...] | None:
+        if retry_on is None:
+            return None
+        kinds = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
+        if not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+            raise DefinitionError(f"flow {self.slug!r}: step {step_slug!r}: retry_on must be "
+                                  f"exception classes, not {retry_on!r}")
+        return kinds
 
     def timeout_of(self, step_slug: str) -> int:
         """The step's timeout in seconds, else the flow's."""
@@ -169,4 +197,8 @@ class Flow:
             _check_option(name, getattr(step, name), where)
         if not callable(step.handler):
             raise DefinitionError(f"{where}: the handler is not callable")
+        try:
+            step.input_adapter  # noqa: B018 - built now, so a bad type fails the definition
+        except ValueError as exc:
+            raise DefinitionError(f"{where}: {exc}") from None
         self.steps[step.slug] = step

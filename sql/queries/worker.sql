@@ -27,7 +27,8 @@ FROM flowworker.start_tasks($1, $2, $3, $4)
 SELECT run_id, input, pg_column_size(input) AS size FROM flowworker.runs WHERE run_id = ANY($1)
 
 -- name: ack_tasks
-SELECT ord, result FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6, $7)
+SELECT ord, result, run_status, run_seconds, run_failed_step
+FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
 -- name: release_tasks
 SELECT flowworker.release_tasks($1, $2, $3, $4, $5)

@@ -1,6 +1,6 @@
--- Fail a run: the failing step is marked failed, every other unfinished step
--- and task is cancelled, and their messages are archived. The caller holds
--- the run lock.
+-- Fail a run: the failing step is marked failed with p_error, the run with
+-- `step <slug> failed: <p_error>`, every other unfinished step and task is
+-- cancelled, and their messages are archived. The caller holds the run lock.
 CREATE FUNCTION flowworker._fail_run(p_run_id uuid, p_step_slug text, p_error text)
 RETURNS void
 LANGUAGE plpgsql
@@ -10,7 +10,8 @@ DECLARE
     v_flow_slug pg_catalog.text;
 BEGIN
     UPDATE flowworker.runs r
-    SET status = 'failed', failed_at = now(), error_message = p_error
+    SET status = 'failed', failed_at = now(),
+        error_message = format('step %s failed: %s', p_step_slug, p_error)
     WHERE r.run_id = p_run_id AND r.status = 'started'
     RETURNING r.flow_slug INTO v_flow_slug;
     IF NOT FOUND THEN

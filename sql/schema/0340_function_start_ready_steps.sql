@@ -75,13 +75,12 @@ BEGIN
             LOOP
                 PERFORM flowworker._fail_run(v_bad.run_id, v_bad.step_slug, CASE
                     WHEN v_bad.n IS NULL THEN format(
-                        'map step %s expects an array from %s, got %s', v_bad.step_slug,
+                        'a map step expects an array from %s, got %s',
                         coalesce(v_bad.dep_slug, 'the flow input'),
                         coalesce(jsonb_typeof(flowworker._map_source(v_bad.run, v_bad.step)),
                                  'null'))
-                    ELSE format('map step %s would start %s tasks, over the limit of %s '
-                                '(flowworker.config max_map_tasks)', v_bad.step_slug, v_bad.n,
-                                v_max_tasks) END);
+                    ELSE format('it would start %s map tasks, over the limit of %s '
+                                '(flowworker.config max_map_tasks)', v_bad.n, v_max_tasks) END);
             END LOOP;
             CONTINUE;  -- the ready steps again, those of the failed runs left out
         END IF;

@@ -30,9 +30,8 @@ BEGIN
         ORDER BY x.run_id
     LOOP
         PERFORM flowworker._fail_run(v_big.run_id, v_big.step_slug, format(
-            'map step %s: the outputs of its %s tasks add up to %s bytes, over the limit of %s '
-            'bytes (flowworker.config max_map_output_bytes)',
-            v_big.step_slug, v_big.tasks, v_big.bytes, v_limit));
+            'the outputs of its %s map tasks add up to %s bytes, over the limit of %s bytes '
+            '(flowworker.config max_map_output_bytes)', v_big.tasks, v_big.bytes, v_limit));
     END LOOP;
     SELECT array_agg(x.run_id), array_agg(x.step_slug), array_agg(x.flow_slug),
            array_agg(o.output)

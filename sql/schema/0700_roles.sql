@@ -50,8 +50,9 @@ BEGIN
     GRANT EXECUTE ON FUNCTION
         flowworker.start_tasks(text, uuid, int, int),
         flowworker.complete_task(uuid, text, int, int, jsonb, uuid),
-        flowworker.fail_task(uuid, text, int, int, text, uuid),
-        flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[], uuid[]),
+        flowworker.fail_task(uuid, text, int, int, text, uuid, int, boolean),
+        flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[], uuid[], int[],
+                             boolean[], boolean),
         flowworker.release_tasks(uuid[], text[], int[], int[], uuid[]),
         flowworker.extend_claims(text, uuid[], text[], int[], int[], int, uuid[]),
         flowworker.register_worker(uuid, text, text, int),

@@ -10,6 +10,7 @@ in the effect ledger (tests/apps/ledger.py) before doing anything else.
 - `timeout_async`, `timeout_sync`: one step that always overruns its 1 s timeout.
 - `ping`: one no-op step, for latency.
 - `flaky`: fails its first attempt, then succeeds.
+- `checkout`: handler control (Fail, RetryAfter, retry_on, a typed input).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import os
 import time
 from typing import Any
 
-from flowworker import Context, Flow
+import pydantic
+
+from flowworker import Context, Fail, Flow, RetryAfter
 from tests.apps.ledger import arecord, await_gate, gate_of, record, record_soon, wait_gate
 
 SYNC_GATE_MAX_SECONDS = 120.0
@@ -173,3 +176,29 @@ async def wobble(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
     if ctx.attempt == 1:
         raise RuntimeError("the first attempt fails on purpose")
     return {"attempt": ctx.attempt}
+
+
+# ---------------------------------------------------------------- control
+
+class Charge(pydantic.BaseModel):
+    """What `checkout`'s root step declares its input to be."""
+
+    amount: int
+    card: str
+
+
+checkout = Flow("checkout", max_attempts=3, base_delay=1, timeout=10)
+
+
+@checkout.step(retry_on=ConnectionError)
+async def pay(charge: Charge, ctx: Context) -> dict[str, Any]:
+    """Handler control: `Fail` for a declined card (no retry), `RetryAfter`
+    once for a rate-limited one, a typed input checked before the call."""
+    await arecord(ctx)
+    if charge.card == "declined":
+        raise Fail("card declined")
+    if charge.card == "limited" and ctx.attempt == 1:
+        raise RetryAfter(2, "rate limited")
+    if charge.card == "broken":
+        raise KeyError("not retried: the step retries only ConnectionError")
+    return {"paid": charge.amount, "attempt": ctx.attempt}

@@ -273,8 +273,10 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
             acked = q("ack_tasks", [c[1] for c in claimed], [c[2] for c in claimed],
                       [c[3] for c in claimed], [c[4] for c in claimed],
                       [Jsonb(r) for r in results], [None] * len(claimed),
-                      [worker_id] * len(claimed))
-            assert sorted(acked) == [(i + 1, "completed") for i in range(len(claimed))]
+                      [worker_id] * len(claimed), [None] * len(claimed),
+                      [False] * len(claimed), False)
+            assert sorted(acked) == [(i + 1, "completed", None, None, None)
+                                     for i in range(len(claimed))]
             for c, r in zip(claimed, results, strict=True):
                 outputs.setdefault(c[2], []).append(r)
         q("stop_worker", worker_id)
