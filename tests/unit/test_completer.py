@@ -41,11 +41,12 @@ def acked(call_args: tuple[Any, ...]) -> list[int]:
 
 def answer_by(decide: Callable[[int, str | None, str | None], str],
               ) -> Callable[..., list[dict[str, Any]]]:
-    """An ack_tasks answer: decide(task_index, output, error) -> result, per position."""
-    def answer(_runs: list[uuid.UUID], _steps: list[str], indexes: list[int],
-               _attempts: list[int], outputs: list[str | None], errors: list[str | None],
-               _workers: list[uuid.UUID]) -> list[dict[str, Any]]:
-        return [{"ord": i + 1, "result": decide(index, output, error)}
+    """An ack_tasks answer: decide(task_index, output, error) -> result, per
+    position (ack_tasks' arguments: run ids, steps, indexes, attempts,
+    outputs, errors, ...); no run ends."""
+    def answer(*args: Any) -> list[dict[str, Any]]:
+        indexes, outputs, errors = args[2], args[4], args[5]
+        return [{"ord": i + 1, "result": decide(index, output, error), "run_status": None}
                 for i, (index, output, error) in enumerate(zip(indexes, outputs, errors,
                                                                strict=True))]
     return answer

@@ -43,7 +43,8 @@ def blocking(_input: Any, ctx: Context) -> str:
 
 
 def ack_completed(*args: Any) -> list[dict[str, Any]]:
-    return [{"ord": i + 1, "result": "completed"} for i in range(len(args[0]))]
+    return [{"ord": i + 1, "result": "completed", "run_status": None}
+            for i in range(len(args[0]))]
 
 
 class Worker:
