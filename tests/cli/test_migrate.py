@@ -193,23 +193,27 @@ CHANGED_ORDERS = """
 """
 
 
-def test_a_changed_flow_shape_exits_4_and_applies_nothing(db_url: str, tmp_path: Path) -> None:
-    compile_orders(tmp_path / "v1")
-    assert run_cli("migrate", "--database-url", db_url, "--dir", str(tmp_path / "v1")) \
-        .returncode == 0
+def test_a_changed_flow_shape_exits_4_with_the_hint_and_applies_nothing(
+        db_url: str, tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    compile_orders(flows)
+    assert run_cli("migrate", "--database-url", db_url, "--dir", str(flows)).returncode == 0
     before = definitions(db_url)
 
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "changed_orders.py").write_text(textwrap.dedent(CHANGED_ORDERS))
-    compiled = run_cli("compile", "--app", "changed_orders", "--out", str(tmp_path / "v2"),
+    compiled = run_cli("compile", "--app", "changed_orders", "--out", str(flows),
                        env={"PYTHONPATH": str(app_dir)})
     assert compiled.returncode == 0, compiled.stderr
 
-    result = run_cli("migrate", "--database-url", db_url, "--dir", str(tmp_path / "v2"))
+    result = run_cli("migrate", "--database-url", db_url, "--dir", str(flows))
     line = assert_one_error_line(result, 4)
     assert "changed shape" in line
     assert "step 'charge'" in line
+    # The database's hint, and where the way through is written down.
+    assert "(hint: give the changed flow a new slug, e.g. orders_v2, served by the same " \
+        "worker while the runs of 'orders' drain; see docs/flows.md" in line
     assert definitions(db_url) == before  # not the options, not the new step `audit`
 
 
