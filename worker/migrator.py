@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -140,7 +140,7 @@ def _refuse_edited(files: list[FlowFile], recorded: dict[str, tuple[str, datetim
 
 
 def _when(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _apply_flow_file(conn: psycopg.Connection, file: FlowFile) -> None:

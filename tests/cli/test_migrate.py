@@ -106,22 +106,28 @@ def wait_for_lock_waiters(conn: psycopg.Connection, count: int, processes: list[
     pytest.fail(f"{count} migrate processes never queued for the lock")
 
 
-def test_three_concurrent_migrates_on_an_empty_database(empty_db_url: str) -> None:
-    # Hold the migrators' advisory lock until all three wait for it, then let
-    # them race: each must see the others' work and exit 0.
-    with psycopg.connect(empty_db_url) as holder:
+def race_migrates(url: str, count: int, *args: str) -> list[tuple[int, str, str]]:
+    """Run `count` migrates at once: hold the migrators' advisory lock until
+    all wait for it, then let them race. (exit code, stdout, stderr) each."""
+    with psycopg.connect(url) as holder:
         holder.execute(MIGRATE_LOCK)
         processes = [
-            subprocess.Popen(command("migrate", "--database-url", empty_db_url),
+            subprocess.Popen(command("migrate", "--database-url", url, *args),
                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-            for _ in range(3)
+            for _ in range(count)
         ]
         try:
-            wait_for_lock_waiters(holder, 3, processes)
+            wait_for_lock_waiters(holder, count, processes)
         finally:
             holder.commit()  # releases the lock
             outcomes = [(p.wait(timeout=120), *p.communicate()) for p in processes]
+    return outcomes
+
+
+def test_three_concurrent_migrates_on_an_empty_database(empty_db_url: str) -> None:
+    # Each must see the others' work and exit 0.
+    outcomes = race_migrates(empty_db_url, 3)
     assert [code for code, _, _ in outcomes] == [0, 0, 0], outcomes
     assert all("Traceback" not in err for _, _, err in outcomes)
     applied = [err for _, _, err in outcomes if "applied schema version" in err]
