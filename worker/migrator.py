@@ -12,6 +12,7 @@ import psycopg
 
 from flowworker.db_psycopg import connect
 from flowworker.errors import (
+    ConfigurationError,
     DatabaseError,
     DatabaseUnreachableError,
     MigrateLockTimeoutError,
@@ -37,7 +38,10 @@ class FlowFile:
 
     @classmethod
     def read(cls, path: Path) -> FlowFile:
-        sql = path.read_text()
+        try:
+            sql = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise ConfigurationError(f"{path}: cannot read it as UTF-8 text: {exc}") from None
         # Line endings do not count: a checkout on Windows is the same file.
         normal = sql.replace("\r\n", "\n").encode()
         return cls(path, sql, hashlib.sha256(normal).hexdigest())

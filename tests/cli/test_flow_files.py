@@ -19,6 +19,7 @@ from tests.cli.helpers import (
     user_app,
 )
 from tests.cli.test_migrate import race_migrates
+from tests.sql.schema.test_schema import baseline_sql
 
 
 def compile_shop(tmp_path: Path, flows: Path, timeout: int) -> Path:
@@ -177,3 +178,29 @@ def test_concurrent_migrates_apply_each_file_once(db_url: str, tmp_path: Path) -
     said = sorted(err.splitlines()[0].split(" ")[0] for _, _, err in outcomes)
     assert said == ["applied", "skipped"], outcomes
     assert ledger(db_url) == [(file.name, sha256(file))]
+
+
+def test_an_unreadable_file_is_one_line_and_exit_2(db_url: str, tmp_path: Path) -> None:
+    (tmp_path / "1_latin1.sql").write_bytes("SELECT 'café';\n".encode("latin-1"))
+    line = assert_one_error_line(migrate_dir(db_url, tmp_path), 2)
+    assert "1_latin1.sql: cannot read it as UTF-8 text" in line
+    assert ledger(db_url) == []
+
+
+def test_an_upgrade_applies_the_files_once_more_and_records_them(
+        empty_db_url: str, tmp_path: Path) -> None:
+    """Before version 4 nothing recorded the files: the first migrate after
+    the upgrade applies them all, in name order, and from then on once."""
+    flows = tmp_path / "flows"
+    older = compile_shop(tmp_path, flows, timeout=20)
+    newer = compile_shop(tmp_path, flows, timeout=25)
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(baseline_sql())
+    result = migrate_dir(empty_db_url, flows)
+    assert result.returncode == 0, result.stderr
+    assert "applied migration 0004_flow_files\n" in result.stderr
+    assert result.stderr.splitlines()[-3:] == [
+        f"applied {older}", f"applied {newer}", "schema is current"]
+    assert ledger(empty_db_url) == sorted([(older.name, sha256(older)),
+                                          (newer.name, sha256(newer))])
+    assert query(empty_db_url, "SELECT timeout FROM flowworker.flows") == (25,)
