@@ -13,24 +13,33 @@ from flowworker.dsl import Flow
 
 def shape_difference(flow: Flow, rows: Iterable[Mapping[str, Any]]) -> str | None:
     """None when the database rows (step_slug, step_type, deps) match the
-    code; otherwise one sentence naming the first step that differs."""
+    code; otherwise one sentence naming the first step that differs, and
+    the way forward."""
     stored = {row["step_slug"]: (row["step_type"], tuple(sorted(row["deps"]))) for row in rows}
     if not stored:
         return (f"flow {flow.slug!r} is not in the database; compile and apply it "
                 f"(flowworker compile --out DIR, then flowworker migrate --dir DIR)")
+    difference = _first_difference(flow, stored)
+    if difference is None:
+        return None
+    return (f"flow {flow.slug!r}: {difference}; compile and migrate the change, or, when the "
+            f"flow has runs, keep it as it was and give the new shape a new slug, e.g. "
+            f"{next_slug(flow.slug)} (docs/flows.md, \"Changing a flow\")")
+
+
+def _first_difference(flow: Flow, stored: dict[str, tuple[str, tuple[str, ...]]]) -> str | None:
     for step in flow.steps.values():
         if step.slug not in stored:
-            return f"flow {flow.slug!r}: step {step.slug!r} is in the code but not the database"
+            return f"step {step.slug!r} is in the code but not the database"
         db_type, db_deps = stored[step.slug]
         if db_type != step.step_type:
-            return (f"flow {flow.slug!r}: step {step.slug!r} is {db_type} in the database, "
-                    f"{step.step_type} in the code")
+            return f"step {step.slug!r} is {db_type} in the database, {step.step_type} in the code"
         if db_deps != tuple(sorted(step.deps)):
-            return (f"flow {flow.slug!r}: step {step.slug!r} depends on {list(db_deps)} in the "
-                    f"database, {sorted(step.deps)} in the code")
+            return (f"step {step.slug!r} depends on {list(db_deps)} in the database, "
+                    f"{sorted(step.deps)} in the code")
     extra = sorted(set(stored) - set(flow.steps))
     if extra:
-        return f"flow {flow.slug!r}: step {extra[0]!r} is in the database but not the code"
+        return f"step {extra[0]!r} is in the database but not the code"
     return None
 
 

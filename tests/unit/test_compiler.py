@@ -17,6 +17,7 @@ from flowworker.shape import (
     compare,
     definition_of,
     next_slug,
+    shape_difference,
     shape_warning,
 )
 
@@ -214,3 +215,18 @@ def test_next_slug() -> None:
     assert next_slug("orders_v2") == "orders_v3"
     assert next_slug("orders_v19") == "orders_v20"
     assert next_slug("v2") == "v2_v2"
+
+
+def test_a_worker_refusing_another_shape_says_the_way_forward() -> None:
+    rows = [{"step_slug": slug, "step_type": step.step_type, "deps": list(step.deps)}
+            for slug, step in define().steps.items()]
+    assert shape_difference(define(), rows) is None
+    message = shape_difference(define(extra_step=True), rows)
+    assert message == (
+        "flow 'shop': step 'over_input' is in the code but not the database; compile and "
+        "migrate the change, or, when the flow has runs, keep it as it was and give the new "
+        "shape a new slug, e.g. shop_v2 (docs/flows.md, \"Changing a flow\")")
+    assert shape_difference(define(), rows[:1]) is not None  # a step the database lacks
+    assert "step 'over_input' is in the database but not the code" in (
+        shape_difference(define(), [*rows, {"step_slug": "over_input", "step_type": "map",
+                                            "deps": []}]) or "")
