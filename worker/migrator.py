@@ -155,14 +155,10 @@ def _apply_flow_file(conn: psycopg.Connection, file: FlowFile) -> None:
     BEGIN then only warns, while its COMMIT commits the row with it. A file
     without them is committed here.
     """
-    q = queries()
-    conn.execute("BEGIN")
-    try:
-        conn.execute(q["flow_file_record"], (file.path.name, file.checksum))
-    except psycopg.Error:
-        conn.execute("ROLLBACK")
-        raise
-    _execute(conn, file.sql, str(file.path))
+    what = str(file.path)
+    _execute(conn, "BEGIN", what)
+    _execute(conn, queries()["flow_file_record"], what, (file.path.name, file.checksum))
+    _execute(conn, file.sql, what)
     if conn.info.transaction_status == _IN_TRANSACTION:
         conn.execute("COMMIT")
 
@@ -202,9 +198,10 @@ def _holder(conn: psycopg.Connection) -> str:
     return f"{who}, client {client or 'local socket'}, {state} for {seconds} s since {since})"
 
 
-def _execute(conn: psycopg.Connection, sql: str, what: str) -> None:
+def _execute(conn: psycopg.Connection, sql: str, what: str,
+             params: tuple[str, ...] | None = None) -> None:
     try:
-        conn.execute(sql.encode())
+        conn.execute(sql.encode(), params)
     except psycopg.OperationalError as exc:
         raise DatabaseUnreachableError(f"{what}: connection lost: {exc}") from None
     except psycopg.Error as exc:
