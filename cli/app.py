@@ -60,8 +60,14 @@ def compile_(
     flow: Annotated[list[str] | None, typer.Option("--flow", help="Only this flow")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write one file per flow here")] = None,
 ) -> None:
-    """Print (or write) the SQL that defines the app's flows."""
-    from flowworker.compiler import compile_flow, write_flow_file
+    """Print (or write) the SQL that defines the app's flows.
+
+    With --out, each flow is compared with its newest file there first: a
+    changed shape (steps added or removed, deps or step types changed) is
+    explained with a warning, since a flow with runs cannot change shape in
+    place; changed options are applied in place by migrate.
+    """
+    from flowworker.compiler import compile_flow, explain_change, latest_flow_file, write_flow_file
     from flowworker.registry import load_flows, select_flows
 
     settings = load_settings(app=app_module)
@@ -70,8 +76,16 @@ def compile_(
         if out is None:
             sys.stdout.write(compile_flow(item))
             continue
+        previous = latest_flow_file(item.slug, out) if out.is_dir() else None
         path = write_flow_file(item, out)
-        typer.echo(f"wrote {path}" if path else f"{item.slug}: unchanged", err=True)
+        if path is None:
+            typer.echo(f"{item.slug}: unchanged", err=True)
+            continue
+        warning, text = explain_change(item, previous) if previous else (False, "")
+        if text:
+            typer.echo(f"flowworker: warning: {text}" if warning else text, err=True)
+        unless = f" (delete it if {item.slug!r} has runs: migrate would refuse it)"
+        typer.echo(f"wrote {path}{unless if warning else ''}", err=True)
 
 
 @app.command()
@@ -102,14 +116,19 @@ def migrate(
         "--lock-timeout", help="Seconds to wait for the migrate lock "
         "[env: FLOWWORKER_MIGRATE_LOCK_TIMEOUT] [60]")] = None,
 ) -> None:
-    """Install or upgrade the core schema, then apply compiled flows."""
+    """Install or upgrade the core schema, then apply compiled flows.
+
+    Each flow file is applied once, in name order, and recorded with its
+    checksum (flowworker.flow_files); a file applied before is skipped, and
+    one edited since is refused.
+    """
     from flowworker.migrator import migrate as run_migrate
 
     settings = load_settings(database_url=database_url, migrate_lock_timeout=lock_timeout)
     if directory is not None and not directory.is_dir():
         raise ConfigurationError(f"--dir {directory}: not a folder")
-    for step in run_migrate(settings.database_url, directory, settings.migrate_lock_timeout):
-        typer.echo(f"applied {step}", err=True)
+    for line in run_migrate(settings.database_url, directory, settings.migrate_lock_timeout):
+        typer.echo(line, err=True)
     typer.echo("schema is current", err=True)
 
 
