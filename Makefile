@@ -39,7 +39,7 @@ lint: install ## ruff and mypy --strict
 	$(VENV)/bin/ruff check .
 	@# mypy cannot follow the package-dir mapping; give it a tree named flowworker.
 	@rm -rf .mypy_tree && mkdir -p .mypy_tree/flowworker
-	@ln -s $(CURDIR)/worker/*.py $(CURDIR)/worker/py.typed $(CURDIR)/worker/daemon .mypy_tree/flowworker/
+	@ln -s $(CURDIR)/worker/*.py $(CURDIR)/worker/py.typed $(CURDIR)/worker/daemon $(CURDIR)/worker/client .mypy_tree/flowworker/
 	@ln -s $(CURDIR)/cli .mypy_tree/flowworker/cli
 	$(VENV)/bin/mypy
 

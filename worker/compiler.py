@@ -31,14 +31,22 @@ def _literal(value: str) -> str:
 def _step_call(flow: Flow, step: Step) -> str:
     args = [_literal(flow.slug), _literal(step.slug)]
     if step.deps:
-        args.append("deps => ARRAY[" + ", ".join(_literal(d) for d in step.deps) + "]::text[]")
+        args.append(f"deps => {_text_array(step.deps)}")
     for name in STEP_OPTIONS:
         value = getattr(step, name)
         if value is not None:
             args.append(f"{name} => {int(value)}")
     if step.step_type != "single":
         args.append(f"step_type => {_literal(step.step_type)}")
+    for name in ("options", "fail_on"):  # an approval gate's; slug-like, checked by the DSL
+        values = getattr(step, name)
+        if values is not None:
+            args.append(f"{name} => {_text_array(values)}")
     return f"SELECT flowworker.add_step({', '.join(args)});"
+
+
+def _text_array(values: tuple[str, ...]) -> str:
+    return "ARRAY[" + ", ".join(_literal(v) for v in values) + "]::text[]"
 
 
 def compile_flow(flow: Flow) -> str:
@@ -148,11 +156,13 @@ def _flow_of(args: dict[str, str]) -> FlowDefinition | None:
 
 
 def _add_step_to(flow: FlowDefinition, args: dict[str, str]) -> bool:
-    known = {"flow_slug", "step_slug", "deps", "step_type", *STEP_OPTIONS}
+    known = {"flow_slug", "step_slug", "deps", "step_type", "options", "fail_on", *STEP_OPTIONS}
     if not set(args) <= known or "step_slug" not in args or args["flow_slug"] != flow.slug:
         return False
     deps = re.findall(r"'([a-z0-9_]*)'", args.get("deps", ""))
     options = tuple(int(args[name]) if name in args else None for name in STEP_OPTIONS)
+    gate = tuple(tuple(re.findall(r"'([a-z0-9_]*)'", args[name])) if name in args else None
+                 for name in ("options", "fail_on"))
     flow.steps[args["step_slug"]] = StepDefinition(
-        args.get("step_type", "single"), tuple(sorted(deps)), options)
+        args.get("step_type", "single"), tuple(sorted(deps)), options, gate)
     return True

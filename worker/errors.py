@@ -58,13 +58,17 @@ class MigrateLockTimeoutError(FlowworkerError):
 class UnknownFlowError(FlowworkerError):
     """No flow with this slug is defined in the database."""
 
-    exit_code = 2
-
 
 class UnknownRunError(FlowworkerError):
     """No run with this run_id exists."""
 
-    exit_code = 2
+
+class UnknownStepError(FlowworkerError):
+    """The run's flow has no such step (or no step waits with that token)."""
+
+
+class RunStateError(FlowworkerError):
+    """The run is not in a status this action applies to."""
 
 
 class InvalidInputError(FlowworkerError):

@@ -55,6 +55,7 @@ class StepDefinition:
     step_type: str
     deps: tuple[str, ...]  # sorted: the database keeps them as a set
     options: tuple[int | None, ...]  # STEP_OPTIONS, None where unset
+    gate: tuple[tuple[str, ...] | None, ...] = (None, None)  # a wait step's options, fail_on
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class FlowDefinition:
 def definition_of(flow: Flow) -> FlowDefinition:
     steps = {
         step.slug: StepDefinition(step.step_type, tuple(sorted(step.deps)),
-                                  tuple(getattr(step, name) for name in STEP_OPTIONS))
+                                  tuple(getattr(step, name) for name in STEP_OPTIONS),
+                                  (step.options, step.fail_on))
         for step in flow.steps.values()}
     return FlowDefinition(flow.slug, tuple(getattr(flow, name) for name in FLOW_OPTIONS), steps)
 
@@ -99,6 +101,9 @@ def compare(old: FlowDefinition, new: FlowDefinition) -> FlowChange:
             reshaped.append(f"step {slug!r} now depends on {_names(step.deps)} "
                             f"(was {_names(before.deps)})")
         options += _option_changes(f"step {slug!r} ", STEP_OPTIONS, before.options, step.options)
+        if before.gate != step.gate:
+            options.append(f"step {slug!r} gate options {before.gate[0]} -> {step.gate[0]}, "
+                           f"fail_on {before.gate[1]} -> {step.gate[1]}")
     return FlowChange(tuple(added + removed + reshaped), tuple(options),
                       removed=bool(removed), reshaped=bool(reshaped))
 

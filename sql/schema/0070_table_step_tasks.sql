@@ -23,6 +23,9 @@ CREATE TABLE flowworker.step_tasks (
     -- A map task's element, stored when its step starts: a claim then reads
     -- a few bytes, not the whole array it came from.
     input jsonb,
+    -- Its run is paused: its message is hidden (vt 'infinity') and this much
+    -- of its delay was left, to be restored by resume_run.
+    paused_delay interval,
     PRIMARY KEY (run_id, step_slug, task_index),
     UNIQUE (flow_slug, message_id),
     FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)

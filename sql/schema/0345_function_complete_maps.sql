@@ -37,7 +37,7 @@ BEGIN
            array_agg(o.output)
     INTO runs, steps, flows, outputs
     FROM unnest(p_run_ids, p_step_slugs, p_flow_slugs) AS x(run_id, step_slug, flow_slug)
-    JOIN flowworker.runs r ON r.run_id = x.run_id AND r.status = 'started'
+    JOIN flowworker.runs r ON r.run_id = x.run_id AND r.status IN ('started', 'paused')
     CROSS JOIN LATERAL (SELECT jsonb_agg(t.output ORDER BY t.task_index) AS output
                         FROM flowworker.step_tasks t
                         WHERE t.run_id = x.run_id AND t.step_slug = x.step_slug) AS o;

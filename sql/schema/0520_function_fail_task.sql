@@ -22,6 +22,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_flow_slug pg_catalog.text;
+    v_paused boolean;
     v_task flowworker.step_tasks;
     v_max_attempts int;
     v_base_delay int;
@@ -40,8 +41,8 @@ BEGIN
         RAISE EXCEPTION 'fail_task: retry_after must be between 0 and 86400 seconds, not %',
             fail_task.retry_after USING ERRCODE = '22023';
     END IF;
-    SELECT r.flow_slug INTO v_flow_slug FROM flowworker.runs r
-    WHERE r.run_id = fail_task.run_id AND r.status = 'started' FOR UPDATE;
+    SELECT r.flow_slug, r.status = 'paused' INTO v_flow_slug, v_paused FROM flowworker.runs r
+    WHERE r.run_id = fail_task.run_id AND r.status IN ('started', 'paused') FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'stale';
     END IF;
@@ -59,6 +60,9 @@ BEGIN
     FROM flowworker.steps s JOIN flowworker.flows f ON f.flow_slug = s.flow_slug
     WHERE s.flow_slug = v_flow_slug AND s.step_slug = fail_task.step_slug;
     v_error := format('attempt %s of %s: %s', v_task.attempts_count, v_max_attempts, v_error);
+    INSERT INTO flowworker.events (run_id, step_slug, task_index, attempt, event, detail)
+    VALUES (fail_task.run_id, fail_task.step_slug, fail_task.task_index, v_task.attempts_count,
+            'task.failed', pg_catalog.jsonb_build_object('error', v_error));
 
     IF v_task.attempts_count < v_max_attempts AND NOT coalesce(fail_task.final, false) THEN
         UPDATE flowworker.step_tasks t
@@ -68,6 +72,9 @@ BEGIN
         PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_task.message_id],
             coalesce(fail_task.retry_after,
                      flowworker.retry_delay(v_base_delay, v_task.attempts_count)));
+        IF v_paused THEN  -- the retry waits for resume_run, keeping its delay
+            PERFORM flowworker._park_messages(fail_task.run_id, v_flow_slug);
+        END IF;
         RETURN 'retry';
     END IF;
     UPDATE flowworker.step_tasks t

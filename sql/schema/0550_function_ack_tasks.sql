@@ -70,8 +70,9 @@ BEGIN
 
     -- ==================== LOCK THE RUNS ====================
     -- In run_id order, skipping those another transaction holds; of the
-    -- locked ones, those still going take outcomes.
-    SELECT coalesce(array_agg(l.run_id) FILTER (WHERE l.status = 'started'), '{}'),
+    -- locked ones, those still going (started, or paused: running tasks
+    -- finish and are recorded) take outcomes.
+    SELECT coalesce(array_agg(l.run_id) FILTER (WHERE l.status IN ('started', 'paused')), '{}'),
            coalesce(array_agg(l.run_id), '{}')
     INTO v_live, v_locked
     FROM (SELECT r.run_id, r.status FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
@@ -88,7 +89,7 @@ BEGIN
             IF NOT flowworker._lock_run_briefly(v_run.run_id) THEN
                 v_busy := v_busy || v_run.run_id;
             ELSIF (SELECT r.status FROM flowworker.runs r WHERE r.run_id = v_run.run_id)
-                  = 'started' THEN
+                  IN ('started', 'paused') THEN
                 v_live := v_live || v_run.run_id;
             END IF;
         END LOOP;
@@ -204,7 +205,7 @@ BEGIN
                    WHERE ss.run_id = r.run_id AND ss.status = 'failed' LIMIT 1) END)
         INTO v_ended_runs, v_ended_statuses, v_ended_seconds, v_ended_steps
         FROM flowworker.runs r
-        WHERE r.run_id = ANY (v_live) AND r.status <> 'started';
+        WHERE r.run_id = ANY (v_live) AND r.status NOT IN ('started', 'paused');
     END IF;
 
     -- ==================== RESULTS ====================

@@ -5,4 +5,5 @@ INSERT INTO flowworker.migrations (version, name, min_worker_version) VALUES
     (2, 'hardening', 2),
     (3, 'care', 2),
     (4, 'flow_files', 2),
-    (5, 'handler_control', 2);
+    (5, 'handler_control', 2),
+    (6, 'run_lifecycle', 2);

@@ -39,7 +39,8 @@ CORRUPTIONS = {
     "I2 completed step with unfinished tasks": [STEP.format("status = 'completed'", "prepare")],
     "I2 completed run with unfinished steps": [RUN.format("status = 'completed'")],
     "I2 finished run with a task or step still to do": [RUN.format("status = 'failed'")],
-    "I3 unfinished run with no message and no claim": ["DELETE FROM flowworker.q_diamond"],
+    "I3 unfinished run with no message, no claim and no waiting step": [
+        "DELETE FROM flowworker.q_diamond"],
     "I3 unfinished task without its message": ["DELETE FROM flowworker.q_diamond"],
     "I4 completed single step whose output is not its task's output": [
         STEP.format("status = 'completed', output = '1'", "prepare")],

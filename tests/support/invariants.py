@@ -58,11 +58,12 @@ QUERIES = {
             WHERE ss.run_id = r.run_id AND ss.status <> 'completed')""",
     "I2 finished run with a task or step still to do": """
         SELECT r.run_id, r.status FROM flowworker.runs r
-        WHERE r.status <> 'started' AND (
+        WHERE r.status NOT IN ('started', 'paused') AND (
             EXISTS (SELECT 1 FROM flowworker.step_tasks t
                     WHERE t.run_id = r.run_id AND t.status IN ('queued', 'started'))
          OR EXISTS (SELECT 1 FROM flowworker.step_states ss
-                    WHERE ss.run_id = r.run_id AND ss.status IN ('created', 'started')))""",
+                    WHERE ss.run_id = r.run_id
+                      AND ss.status IN ('created', 'started', 'waiting')))""",
     "I4 completed single step whose output is not its task's output": """
         SELECT ss.run_id, ss.step_slug FROM flowworker.step_states ss
         JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
@@ -91,11 +92,14 @@ QUERIES = {
 
 # Per flow, over its queue: {queue} is the queue table, %(flow)s the flow's slug.
 QUEUE_QUERIES = {
-    "I3 unfinished run with no message and no claim": """
+    # A paused run waits for resume_run; a waiting step for its signal.
+    "I3 unfinished run with no message, no claim and no waiting step": """
         SELECT r.run_id FROM flowworker.runs r
         WHERE r.flow_slug = %(flow)s AND r.status = 'started' AND NOT EXISTS (
             SELECT 1 FROM flowworker.step_tasks t JOIN {queue} m ON m.msg_id = t.message_id
-            WHERE t.run_id = r.run_id AND t.status IN ('queued', 'started'))""",
+            WHERE t.run_id = r.run_id AND t.status IN ('queued', 'started'))
+          AND NOT EXISTS (SELECT 1 FROM flowworker.step_states ss
+                          WHERE ss.run_id = r.run_id AND ss.status = 'waiting')""",
     "I3 unfinished task without its message": """
         SELECT t.run_id, t.step_slug, t.task_index, t.status FROM flowworker.step_tasks t
         WHERE t.flow_slug = %(flow)s AND t.status IN ('queued', 'started')

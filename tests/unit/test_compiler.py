@@ -230,3 +230,27 @@ def test_a_worker_refusing_another_shape_says_the_way_forward() -> None:
     assert "step 'over_input' is in the database but not the code" in (
         shape_difference(define(), [*rows, {"step_slug": "over_input", "step_type": "map",
                                             "deps": []}]) or "")
+
+
+def test_wait_steps_and_gates_compile_and_read_back() -> None:
+    flow = Flow("approve")
+
+    @flow.step()
+    def charge(data: Any, ctx: Context) -> None: ...
+
+    flow.wait("paid", depends_on=[charge], timeout=86400)
+    flow.wait("review", depends_on=["paid"], options=["approve", "reject"], fail_on=["reject"])
+    sql = compile_flow(flow)
+    assert ("SELECT flowworker.add_step('approve', 'paid', deps => ARRAY['charge']::text[], "
+            "timeout => 86400, step_type => 'wait');") in sql
+    assert ("SELECT flowworker.add_step('approve', 'review', deps => ARRAY['paid']::text[], "
+            "step_type => 'wait', options => ARRAY['approve', 'reject']::text[], "
+            "fail_on => ARRAY['reject']::text[]);") in sql
+    assert read_compiled(sql) == definition_of(flow)
+    changed = Flow("approve")
+    changed.steps = dict(flow.steps)
+    changed.steps["review"] = replace(flow.steps["review"], options=("approve", "reject", "hold"))
+    change = compare(definition_of(flow), definition_of(changed))
+    assert change.shape == ()
+    assert change.options == ("step 'review' gate options ('approve', 'reject') -> "
+                              "('approve', 'reject', 'hold'), fail_on ('reject',) -> ('reject',)",)

@@ -229,7 +229,7 @@ def _prepare(task: ClaimedTask) -> tuple[Step, object] | Outcome:
     """The step and the handler's input (checked when the handler declares its
     type); or the failed outcome when there is no handler or no usable input."""
     step = task.flow.steps.get(task.step_slug)
-    if step is None:
+    if step is None or step.handler is None:
         return Outcome(task, "error", error=f"no handler registered for step "
                                             f"{task.step_slug!r} of flow {task.flow.slug!r}")
     problem = _undecodable(task)
@@ -288,12 +288,14 @@ async def _call(task: ClaimedTask, step: Step, handler_input: object,
     # The worker's timeout sweep cancels the handler once this has passed:
     # one check per tick for all tasks, instead of a timer each.
     task.deadline = time.monotonic() + task.timeout
+    handler = step.handler
+    assert handler is not None  # _prepare refused a step without one (a wait step)
     try:
         if step.is_async:
-            done.result = await step.handler(handler_input, ctx)
+            done.result = await handler(handler_input, ctx)
         else:
             done.result = await limits.threads.run(
-                task, functools.partial(step.handler, handler_input, ctx))
+                task, functools.partial(handler, handler_input, ctx))
     except asyncio.CancelledError:
         if not task.timed_out or task.cancel_reason is not None:
             raise
