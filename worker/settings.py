@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         default_factory=list,
         validation_alias=AliasChoices("FLOWWORKER_FLOWS", "FLOWWORKER_FLOW", "flows"),
         description="Flow slugs the worker serves: `orders` or `orders,signup` (a JSON list "
-        "works too); none means every flow of the app. `FLOWWORKER_FLOW` is read too.")
+        "works too); none means every flow of the app.")
     concurrency: int = Field(
         10, ge=1, le=10_000, description="Tasks run at once; claims never exceed free slots.")
     batch_size: int = Field(
