@@ -15,7 +15,10 @@ install: $(STAMP) ## Create .venv and install flowworker with its dev tools
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# setuptools tells every editable install to beware of a folder named like
+	@# the package in the working directory; this checkout has none (the package
+	@# lives in worker/), so the notice is only noise.
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 run: install ## Run the example end to end on an embedded PostgreSQL

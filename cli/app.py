@@ -9,39 +9,90 @@ from typing import Annotated, NoReturn
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-from flowworker.errors import ConfigurationError, FlowworkerError
-from flowworker.settings import load_settings
+from flowworker.errors import (
+    ConfigurationError,
+    DatabaseRefusedError,
+    DatabaseUnreachableError,
+    FlowworkerError,
+)
+from flowworker.settings import (
+    DEFAULT_DATABASE_URL,
+    Settings,
+    database_url_origin,
+    load_settings,
+    unknown_variables,
+)
 
+# rich_markup_mode=None: plain help, where "[env: ...]" and "[notify]" are
+# text (rich markup took them for tags and dropped them) and a flag such as
+# --drain shows no value.
 app = typer.Typer(
     name="flowworker", no_args_is_help=True, add_completion=False,
-    pretty_exceptions_enable=False, help="Durable DAG workflows on PostgreSQL.",
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Durable DAG workflows on PostgreSQL.",
 )
 
 DatabaseOpt = Annotated[str | None, typer.Option(
-    "--database-url", help="Database URL [env: FLOWWORKER_DATABASE_URL, DATABASE_URL]")]
+    "--database-url", metavar="URL", help="Database URL [env: FLOWWORKER_DATABASE_URL, "
+    f"DATABASE_URL] [default: {DEFAULT_DATABASE_URL}]")]
 AppOpt = Annotated[str | None, typer.Option(
-    "--app", help="Module that defines the flows [env: FLOWWORKER_APP]")]
+    "--app", metavar="MODULE", help="Module that defines the flows, with dots: myapp.flows "
+    "[env: FLOWWORKER_APP]")]
+
+
+# The settings of the command being run: main() says where a database URL
+# that could not be used came from.
+_settings: Settings | None = None
+
+
+def settings_for(**flags: object) -> Settings:
+    """Settings from the command's flags and the environment (see load_settings)."""
+    global _settings  # noqa: PLW0603 - one command per process
+    _settings = load_settings(**flags)
+    return _settings
+
+
+def warn_about_unknown_variables() -> None:
+    for text in unknown_variables():
+        sys.stderr.write(f"flowworker: warning: {text}\n")
 
 
 @app.command()
 def run(
-    flow: Annotated[list[str] | None, typer.Option("--flow", help="Flow slug (repeatable)")] = None,
+    flow: Annotated[list[str] | None, typer.Option(
+        "--flow", metavar="SLUG", help="A flow to serve (repeatable); without --flow the "
+        "worker serves every flow of the app [env: FLOWWORKER_FLOWS, comma-separated]")] = None,
     app_module: AppOpt = None,
     database_url: DatabaseOpt = None,
-    concurrency: Annotated[int | None, typer.Option(help="Tasks run at once [10]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Most tasks per claim [10]")] = None,
-    signal: Annotated[str | None, typer.Option(help="notify or poll [notify]")] = None,
-    poll_min_interval: Annotated[float | None, typer.Option(help="Seconds [0.05]")] = None,
-    poll_max_interval: Annotated[float | None, typer.Option(help="Seconds [1.0]")] = None,
-    shutdown_timeout: Annotated[float | None, typer.Option(help="Seconds [30]")] = None,
-    metrics_addr: Annotated[str | None, typer.Option(help="host:port or off")] = None,
-    drain: Annotated[bool, typer.Option("--drain", help="Exit once no work is left")] = False,
-    log_format: Annotated[str | None, typer.Option(help="auto, human or json")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        metavar="N", help="Tasks run at once [10]")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        metavar="N", help="Most tasks per claim [10]")] = None,
+    signal: Annotated[str | None, typer.Option(
+        metavar="notify|poll", help="How the worker learns of new tasks [notify]")] = None,
+    poll_min_interval: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="Shortest wait between empty polls [0.05]")] = None,
+    poll_max_interval: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="Longest wait between polls [1.0]")] = None,
+    shutdown_timeout: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="Time running handlers get after SIGTERM [30]")] = None,
+    metrics_addr: Annotated[str | None, typer.Option(
+        metavar="HOST:PORT", help="/metrics, /healthz and /readyz, or off; one port per "
+        "worker on a host [127.0.0.1:9108]")] = None,
+    drain: Annotated[bool, typer.Option(
+        "--drain", help="Exit 0 once the flows have no runnable work left")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        metavar="auto|human|json", help="human on a terminal, JSON lines otherwise [auto]")] = None,
 ) -> None:
-    """Run a worker for one or more flows until SIGTERM/SIGINT (or --drain)."""
+    """Run a worker until SIGTERM/SIGINT (or --drain).
+
+    It serves the flows named by --flow, or every flow the app defines. Each
+    option has a FLOWWORKER_* variable (FLOWWORKER_CONCURRENCY, ...); the
+    README's table of settings lists them all, and those without a flag.
+    """
     from flowworker.registry import load_flows
 
-    settings = load_settings(
+    settings = settings_for(
         flows=flow or None, app=app_module, database_url=database_url,
         concurrency=concurrency, batch_size=batch_size, signal=signal,
         poll_min_interval=poll_min_interval, poll_max_interval=poll_max_interval,
@@ -70,7 +121,8 @@ def compile_(
     from flowworker.compiler import compile_flow, explain_change, latest_flow_file, write_flow_file
     from flowworker.registry import load_flows, select_flows
 
-    settings = load_settings(app=app_module)
+    settings = settings_for(app=app_module)
+    warn_about_unknown_variables()
     flows = select_flows(load_flows(settings.app), flow)
     for item in flows:
         if out is None:
@@ -124,7 +176,8 @@ def migrate(
     """
     from flowworker.migrator import migrate as run_migrate
 
-    settings = load_settings(database_url=database_url, migrate_lock_timeout=lock_timeout)
+    settings = settings_for(database_url=database_url, migrate_lock_timeout=lock_timeout)
+    warn_about_unknown_variables()
     if directory is not None and not directory.is_dir():
         raise ConfigurationError(f"--dir {directory}: not a folder")
     for line in run_migrate(settings.database_url, directory, settings.migrate_lock_timeout):
@@ -143,11 +196,15 @@ def main() -> None:
     """Console entry point: one line on stderr and the documented exit code."""
     try:
         app(standalone_mode=False)
+    except (DatabaseUnreachableError, DatabaseRefusedError) as exc:
+        origin = database_url_origin(_settings) if _settings is not None else None
+        fail(f"{exc}; {origin}" if origin else str(exc), exc.exit_code)
     except FlowworkerError as exc:
         fail(str(exc), exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         fail("interrupted", 1)
-    except NoArgsIsHelpError:  # the help is already printed
+    except NoArgsIsHelpError as exc:  # `flowworker` alone: the help, on stderr
+        exc.show()
         raise SystemExit(2) from None
     except ClickException as exc:
         fail(exc.format_message(), 2)

@@ -31,6 +31,11 @@ class AppImportError(ConfigurationError):
     """The application module could not be imported."""
 
 
+class DatabaseRefusedError(ConfigurationError):
+    """The database refused the connection: no such database or role, wrong
+    credentials, or SSL the server does not offer."""
+
+
 class DatabaseUnreachableError(FlowworkerError):
     """The database cannot be reached."""
 

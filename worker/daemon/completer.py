@@ -196,7 +196,7 @@ class Completer:
                      else "fail" if outcome.final else _FAILED_OUTCOME[result])
             metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, label).inc()
             error_type = (outcome.error or "").split(":", 1)[0]
-            logs.event("task.failed", outcome=label, result=result, error_type=error_type,
+            logs.event("task.failed", outcome=label, error_type=error_type,
                        **self._fields(outcome))
             if result == "failed":
                 self.run_failed(task.run_id)

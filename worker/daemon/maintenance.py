@@ -36,6 +36,7 @@ async def heartbeat(db: Queries, worker_ids: Mapping[str, UUID], interval: float
         except Exception as exc:
             if not is_retryable(exc):
                 raise
+            metrics.DB_RECONNECTS.inc()
             logs.event("worker.heartbeat_missed", error=type(exc).__name__)
         await anyio.sleep(interval)
 
