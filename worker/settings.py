@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     concurrency: int = Field(
         10, ge=1, le=10_000, description="Tasks run at once; claims never exceed free slots.")
     batch_size: int = Field(
-        10, ge=1, le=1_000, description="Most tasks claimed per round trip. Give "
-        "`concurrency` at least twice this, so the next batch is claimed while one runs.")
+        10, ge=1, le=1_000, description="Most tasks claimed per round trip. For short tasks "
+        "(milliseconds), give `concurrency` at least twice this, so the next batch is claimed "
+        "while one runs.")
     signal: Literal["notify", "poll"] = Field(
         "notify", description="`notify`: LISTEN/NOTIFY plus a jittered fallback poll; "
         "`poll`: polling only, with decorrelated-jitter backoff.")
