@@ -20,6 +20,7 @@ import pydantic
 
 from flowworker import inputs, logs, metrics
 from flowworker.control import Fail, RetryAfter
+from flowworker.daemon import tracing
 from flowworker.daemon.claims import ClaimedTask, Outcome
 from flowworker.daemon.db_asyncpg import UndecodableJson
 from flowworker.daemon.inflight import InFlight
@@ -139,6 +140,8 @@ class Executor:
         try:
             if self.stopping() or task.cancel_reason is not None:
                 outcome = Outcome(task, task.cancel_reason or "release")
+            elif tracing.ENABLED:
+                outcome = await tracing.traced(task, execute(task, self.limits))
             else:
                 outcome = await execute(task, self.limits)
         finally:
