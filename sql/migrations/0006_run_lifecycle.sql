@@ -28,6 +28,8 @@ ALTER TABLE flowworker.steps
     ADD COLUMN fail_on text[];
 ALTER TABLE flowworker.flows ADD COLUMN paused_at timestamptz;
 ALTER TABLE flowworker.step_tasks ADD COLUMN paused_delay interval;
+ALTER TABLE flowworker.step_tasks
+    ADD COLUMN attempts_base int NOT NULL DEFAULT 0 CHECK (attempts_base >= 0);
 ALTER TYPE flowworker.task_claim ADD ATTRIBUTE is_wait boolean;
 
 -- Run history, append-only, written by the functions that change a run in
@@ -970,7 +972,8 @@ BEGIN
     -- ---------- Started steps: their tasks that did not complete, queued again ----------
     WITH again AS (
         UPDATE flowworker.step_tasks t
-        SET status = 'queued', attempts_count = 0, worker_id = NULL, error_message = NULL,
+        SET status = 'queued', attempts_base = t.attempts_count, worker_id = NULL,
+            error_message = NULL,
             started_at = NULL, failed_at = NULL, paused_delay = NULL,
             message_id = nextval(v_seq), queued_at = now()
         FROM flowworker.step_states ss
@@ -1316,12 +1319,14 @@ BEGIN
     SELECT array_agg(l), bool_or(l.is_wait) INTO v_locked, v_waits
     FROM (
         SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
-               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout),
+               -- the last attempt number allowed: attempts go on after a retry
+               coalesce(s.max_attempts, f.max_attempts) + t.attempts_base,
+               coalesce(s.timeout, f.timeout),
                t.tid, m.tid, s.step_type = 'wait'
         FROM unnest(v_msg_ids, v_ptrs, v_msg_tids) AS m(msg_id, ptr, tid)
         CROSS JOIN LATERAL (
             SELECT t.run_id, t.step_slug, t.task_index, t.status, t.attempts_count,
-                   t.ctid AS tid
+                   t.attempts_base, t.ctid AS tid
             FROM flowworker.step_tasks t
             WHERE t.flow_slug = start_tasks.flow_slug AND t.message_id = m.msg_id
               AND t.status IN ('queued', 'started')
@@ -1501,6 +1506,7 @@ BEGIN
     INTO v_max_attempts, v_base_delay
     FROM flowworker.steps s JOIN flowworker.flows f ON f.flow_slug = s.flow_slug
     WHERE s.flow_slug = v_flow_slug AND s.step_slug = fail_task.step_slug;
+    v_max_attempts := v_max_attempts + v_task.attempts_base;  -- attempts go on after a retry
     v_error := format('attempt %s of %s: %s', v_task.attempts_count, v_max_attempts, v_error);
     INSERT INTO flowworker.events (run_id, step_slug, task_index, attempt, event, detail)
     VALUES (fail_task.run_id, fail_task.step_slug, fail_task.task_index, v_task.attempts_count,
@@ -1513,7 +1519,8 @@ BEGIN
           AND t.task_index = fail_task.task_index;
         PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_task.message_id],
             coalesce(fail_task.retry_after,
-                     flowworker.retry_delay(v_base_delay, v_task.attempts_count)));
+                     flowworker.retry_delay(v_base_delay,
+                                            v_task.attempts_count - v_task.attempts_base)));
         IF v_paused THEN  -- the retry waits for resume_run, keeping its delay
             PERFORM flowworker._park_messages(fail_task.run_id, v_flow_slug);
         END IF;

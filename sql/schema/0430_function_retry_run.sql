@@ -41,7 +41,8 @@ BEGIN
     -- ---------- Started steps: their tasks that did not complete, queued again ----------
     WITH again AS (
         UPDATE flowworker.step_tasks t
-        SET status = 'queued', attempts_count = 0, worker_id = NULL, error_message = NULL,
+        SET status = 'queued', attempts_base = t.attempts_count, worker_id = NULL,
+            error_message = NULL,
             started_at = NULL, failed_at = NULL, paused_delay = NULL,
             message_id = nextval(v_seq), queued_at = now()
         FROM flowworker.step_states ss

@@ -78,12 +78,14 @@ BEGIN
     SELECT array_agg(l), bool_or(l.is_wait) INTO v_locked, v_waits
     FROM (
         SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
-               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout),
+               -- the last attempt number allowed: attempts go on after a retry
+               coalesce(s.max_attempts, f.max_attempts) + t.attempts_base,
+               coalesce(s.timeout, f.timeout),
                t.tid, m.tid, s.step_type = 'wait'
         FROM unnest(v_msg_ids, v_ptrs, v_msg_tids) AS m(msg_id, ptr, tid)
         CROSS JOIN LATERAL (
             SELECT t.run_id, t.step_slug, t.task_index, t.status, t.attempts_count,
-                   t.ctid AS tid
+                   t.attempts_base, t.ctid AS tid
             FROM flowworker.step_tasks t
             WHERE t.flow_slug = start_tasks.flow_slug AND t.message_id = m.msg_id
               AND t.status IN ('queued', 'started')

@@ -59,6 +59,7 @@ BEGIN
     INTO v_max_attempts, v_base_delay
     FROM flowworker.steps s JOIN flowworker.flows f ON f.flow_slug = s.flow_slug
     WHERE s.flow_slug = v_flow_slug AND s.step_slug = fail_task.step_slug;
+    v_max_attempts := v_max_attempts + v_task.attempts_base;  -- attempts go on after a retry
     v_error := format('attempt %s of %s: %s', v_task.attempts_count, v_max_attempts, v_error);
     INSERT INTO flowworker.events (run_id, step_slug, task_index, attempt, event, detail)
     VALUES (fail_task.run_id, fail_task.step_slug, fail_task.task_index, v_task.attempts_count,
@@ -71,7 +72,8 @@ BEGIN
           AND t.task_index = fail_task.task_index;
         PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_task.message_id],
             coalesce(fail_task.retry_after,
-                     flowworker.retry_delay(v_base_delay, v_task.attempts_count)));
+                     flowworker.retry_delay(v_base_delay,
+                                            v_task.attempts_count - v_task.attempts_base)));
         IF v_paused THEN  -- the retry waits for resume_run, keeping its delay
             PERFORM flowworker._park_messages(fail_task.run_id, v_flow_slug);
         END IF;

@@ -81,13 +81,14 @@ QUERIES = {
     "I4 completed task without completed_at": """
         SELECT t.run_id, t.step_slug, t.task_index FROM flowworker.step_tasks t
         WHERE t.status = 'completed' AND t.completed_at IS NULL""",
+    # Attempts go on counting after retry_run, which gives max_attempts more.
     "I6 attempts_count > max_attempts": """
-        SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count,
+        SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count, t.attempts_base,
                coalesce(s.max_attempts, f.max_attempts)
         FROM flowworker.step_tasks t
         JOIN flowworker.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
         JOIN flowworker.flows f ON f.flow_slug = t.flow_slug
-        WHERE t.attempts_count > coalesce(s.max_attempts, f.max_attempts)""",
+        WHERE t.attempts_count - t.attempts_base > coalesce(s.max_attempts, f.max_attempts)""",
 }
 
 # Per flow, over its queue: {queue} is the queue table, %(flow)s the flow's slug.

@@ -22,6 +22,7 @@ from tests.sql.helpers import (
     start,
     step_statuses,
     tasks,
+    visible_in,
 )
 
 
@@ -46,7 +47,8 @@ def test_a_failed_run_retries_its_failed_step_and_keeps_completed_ones(
     assert (run["status"], run["error_message"], run["failed_at"]) == ("started", None, None)
     assert step_statuses(conn, run_id) == {"a": "completed", "b": "started", "c": "created"}
     (b2,) = claim(conn, "r")
-    assert (b2.step_slug, b2.attempt, b2.input) == ("b", 1, {"a": {"a": 1}})
+    # max_attempts (1) more, numbered on from the failed one
+    assert (b2.step_slug, b2.attempt, b2.input) == ("b", 2, {"a": {"a": 1}})
     assert complete(conn, b2, "fixed")
     (c,) = claim(conn, "r")
     assert complete(conn, c, "end")
@@ -70,7 +72,7 @@ def test_of_a_map_only_the_elements_that_did_not_complete_run_again(
     retry(conn, run_id)
     again = claim(conn, "m")
     assert sorted(c.task_index for c in again) == [1, 3]
-    assert all(c.attempt == 1 for c in again)
+    assert all(c.attempt == 2 for c in again)
     assert ack(conn, again, [10, 30]) == ["completed", "completed"]
     (after,) = claim(conn, "m")
     assert after.input == {"each": [0, 10, 20, 30]}
@@ -85,7 +87,7 @@ def test_a_cancelled_run_retries_what_was_cancelled(conn: psycopg.Connection) ->
     run = retry(conn, run_id)
     assert (run["status"], run["cancel_reason"], run["cancelled_at"]) == ("started", None, None)
     (a2,) = claim(conn, "r", worker=uuid.UUID(int=9))  # another worker takes it up
-    assert (a2.step_slug, a2.attempt) == ("a", 1)
+    assert (a2.step_slug, a2.attempt) == ("a", 2)
     # The old claim's late answer is refused: its task was claimed anew.
     assert not complete(conn, a, "late")
     assert complete(conn, a2, "fresh")
@@ -107,15 +109,42 @@ def test_retrying_a_run_that_is_not_over_is_an_error_naming_its_status(
         retry(conn, run_id)
 
 
-def test_a_zombie_answering_after_a_retry_is_refused(conn: psycopg.Connection) -> None:
+@pytest.mark.parametrize("same_worker", [False, True], ids=["another worker", "same worker"])
+def test_a_zombie_answering_after_a_retry_is_refused(conn: psycopg.Connection,
+                                                     same_worker: bool) -> None:
+    """The old claim's worker may claim the task again itself (one worker
+    process, cancel and retry within its check for ended runs): the attempt
+    number alone must tell the two claims apart."""
     define(conn, "r", {"a": []}, max_attempts=1)
     run_id = start(conn, "r")
     (zombie,) = claim(conn, "r")
     conn.execute("SELECT flowworker.cancel_run(%s)", (run_id,))
     retry(conn, run_id)
-    (fresh,) = claim(conn, "r", worker=uuid.UUID(int=7))
-    assert fresh.attempt == zombie.attempt == 1
+    (fresh,) = claim(conn, "r", worker=zombie.worker if same_worker else uuid.UUID(int=7))
+    assert (zombie.attempt, fresh.attempt) == (1, 2)
     assert not complete(conn, zombie, "zombie"), "the old holder answered the new claim"
     assert ack(conn, [zombie], [None], ["zombie error"]) == ["stale"]
     assert complete(conn, fresh, "fresh")
     assert run_row(conn, run_id)["output"] == {"a": "fresh"}
+
+
+def test_a_retried_task_gets_max_attempts_more_numbered_on(conn: psycopg.Connection) -> None:
+    define(conn, "n", {"a": []}, max_attempts=2, base_delay=60)
+    run_id = start(conn, "n")
+    (first,) = claim(conn, "n")
+    assert fail(conn, first, "one") == "retry"
+    conn.execute("UPDATE flowworker.q_n SET vt = now()")  # its backoff, passed
+    (second,) = claim(conn, "n")
+    assert fail(conn, second, "two") == "failed"
+    retry(conn, run_id)
+    (third,) = claim(conn, "n")
+    assert third.attempt == 3
+    assert fail(conn, third, "three") == "retry"
+    [task] = tasks(conn, run_id)
+    assert task["error_message"] == "attempt 3 of 4: three"
+    assert 55 < visible_in(conn, "n", task["message_id"]) <= 60, "the first backoff again"
+    conn.execute("UPDATE flowworker.q_n SET vt = now()")
+    (fourth,) = claim(conn, "n")
+    assert fail(conn, fourth, "four") == "failed"
+    assert run_row(conn, run_id)["error_message"] == "step a failed: attempt 4 of 4: four"
+    assert_invariants(conn, "n")
