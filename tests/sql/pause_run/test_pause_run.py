@@ -111,6 +111,22 @@ def test_an_expired_claim_of_a_paused_run_waits_too(conn: psycopg.Connection) ->
     assert again.attempt == 2
 
 
+def test_a_claim_extended_during_the_pause_keeps_its_extension(
+        conn: psycopg.Connection) -> None:
+    define(conn, "p", {"a": []})
+    run_id = start(conn, "p")
+    (a,) = claim(conn, "p")  # hidden for 5 s
+    call(conn, "pause_run", run_id)
+    extended = conn.execute(
+        "SELECT flowworker.extend_claims('p', %s, %s, %s, %s, 600, %s)",
+        ([a.run_id], [a.step_slug], [a.task_index], [a.attempt], [a.worker])).fetchone()
+    assert extended == (1,)
+    assert visible_in(conn, "p", a.msg_id) > 1e9, "the paused claim stays hidden"
+    call(conn, "resume_run", run_id)
+    assert visible_in(conn, "p", a.msg_id) == pytest.approx(600, abs=5.0), \
+        "the extension was lost on resume: the running task can be claimed twice"
+
+
 def test_pausing_or_resuming_a_finished_run_is_an_error_naming_its_status(
         conn: psycopg.Connection) -> None:
     define(conn, "p", {"a": []})
