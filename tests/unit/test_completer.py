@@ -5,6 +5,7 @@ sent again, and settle() exactly once per outcome whatever happens."""
 from __future__ import annotations
 
 import collections
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -64,12 +65,14 @@ def refuses_nul(index: int, output: str | None, error: str | None) -> str:
 
 
 class Rig:
-    def __init__(self, db: FakeDatabase, give_up: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, db: FakeDatabase, give_up: Callable[[], bool] = lambda: False,
+                 seconds_to_give_up: Callable[[], float] = lambda: math.inf) -> None:
         self.db = db
         self.outcomes = OutcomeQueue(100)
         self.settled = Calls[ClaimedTask]()
         self.failed_runs = Calls[uuid.UUID]()
-        self.completer = Completer(db, self.outcomes, self.settled, self.failed_runs, give_up)
+        self.completer = Completer(db, self.outcomes, self.settled, self.failed_runs, give_up,
+                                   seconds_to_give_up)
 
     async def write(self, *outcomes: Outcome) -> None:
         """Hand the completer these outcomes and let it finish."""
@@ -172,6 +175,27 @@ async def test_busy_outcomes_are_given_up_once_give_up_is_true(events: LogEvents
     held = outcome("completed", 0)
     await r.write(held)
     assert len(r.db.calls_to("ack_tasks")) == 1, "not sent again"
+    assert [e["task_index"] for e in events.named("task.unwritten")] == [0]
+    assert r.settled_once(held)
+
+
+async def test_the_give_up_time_cuts_a_busy_backoff_short(
+        monkeypatch: pytest.MonkeyPatch, events: LogEvents) -> None:
+    """A worker stopping while a run is held exits at the give-up time, not
+    at the end of a backoff that would outlast it."""
+    monkeypatch.setattr(completer_module, "backoff", lambda *_args: 3600.0)
+    stopping = False
+    r = Rig(FakeDatabase(), give_up=lambda: stopping,
+            seconds_to_give_up=lambda: 0.0 if stopping else math.inf)
+
+    def busy_then_stop(*args: Any) -> list[dict[str, Any]]:
+        nonlocal stopping
+        stopping = True
+        return answer_by(lambda *_: "busy")(*args)
+
+    r.db.script("ack_tasks", busy_then_stop)
+    held = outcome("completed", 0)
+    await r.write(held)  # within DEADLINE, not after the hour-long backoff
     assert [e["task_index"] for e in events.named("task.unwritten")] == [0]
     assert r.settled_once(held)
 

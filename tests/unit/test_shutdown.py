@@ -67,7 +67,7 @@ class Worker:
             self.settled(task)
 
         self.completer = Completer(self.db, self.outcomes, settle, lambda _run: None,
-                                   self.shutdown.give_up)
+                                   self.shutdown.give_up, self.shutdown.seconds_to_give_up)
 
     async def stop(self) -> None:
         """What runtime.Worker does once claiming has stopped."""

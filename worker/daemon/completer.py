@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -37,9 +38,11 @@ class Completer:
     def __init__(self, db: Queries, outcomes: OutcomeQueue,
                  settle: Callable[[ClaimedTask], None],
                  run_failed: Callable[[UUID], None],
-                 give_up: Callable[[], bool] = lambda: False) -> None:
+                 give_up: Callable[[], bool] = lambda: False,
+                 seconds_to_give_up: Callable[[], float] = lambda: math.inf) -> None:
         self.db = db
         self.give_up = give_up
+        self.seconds_to_give_up = seconds_to_give_up
         self.outcomes = outcomes
         self.settle = settle
         self.run_failed = run_failed
@@ -89,7 +92,10 @@ class Completer:
             if not self._busy:
                 return await self.outcomes.take(MAX_BATCH)
             fresh: list[Outcome] = []
-            with anyio.move_on_after(self._busy_due - anyio.current_time()):
+            # Past the give-up time nothing deferred is sent again: do not sit
+            # out the rest of a backoff (up to BUSY_RETRY_CAP) before exiting.
+            wait = min(self._busy_due - anyio.current_time(), self.seconds_to_give_up())
+            with anyio.move_on_after(wait):
                 fresh = await self.outcomes.take(MAX_BATCH - len(self._busy))
                 if not fresh:  # closed: nothing new will come, wait for the due time
                     await anyio.sleep_forever()

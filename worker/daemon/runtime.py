@@ -105,7 +105,7 @@ class Worker:
                             lambda: shutdown.stopping)
         completer = Completer(self.db, outcomes, self.inflight.settle,
                               lambda run_id: self.inflight.cancel_runs([run_id]),
-                              shutdown.give_up)
+                              shutdown.give_up, shutdown.seconds_to_give_up)
         flow_inputs = FlowInputs(lambda run_ids: self.db.fetch("run_inputs", run_ids))
 
         def notify_works() -> bool:
