@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# System packages the fault tests need (tests/faults, RELIABILITY.md D8/D9):
+# System packages the fault tests and one CLI test need:
 #   pgbouncer    D8: the worker behind PgBouncer in transaction pooling mode
 #   libfaketime  D9: worker clocks skewed with LD_PRELOAD=libfaketime.so.1
-# Idempotent: does nothing when both are present. Installing needs root (apt-get).
+#   tmux         tests/cli/test_newcomer_session.py: a shell driven in tmux
+# Idempotent: does nothing when all are present. Installing needs root (apt-get).
 set -euo pipefail
 
 have_pgbouncer() {
@@ -20,22 +21,26 @@ faketime_lib() {
     return 1
 }
 
-if have_pgbouncer && faketime_lib >/dev/null; then
+have_tmux() {
+    command -v tmux >/dev/null 2>&1
+}
+
+if have_pgbouncer && faketime_lib >/dev/null && have_tmux; then
     exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-test-deps: pgbouncer and libfaketime are needed by the fault tests; as root run: apt-get install -y pgbouncer libfaketime" >&2
+    echo "install-test-deps: pgbouncer, libfaketime and tmux are needed by the tests; as root run: apt-get install -y pgbouncer libfaketime tmux" >&2
     exit 1
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # The pgbouncer package enables a system service; tests start their own instance.
-apt-get install -y -qq --no-install-recommends pgbouncer libfaketime >/dev/null
+apt-get install -y -qq --no-install-recommends pgbouncer libfaketime tmux >/dev/null
 
-if ! have_pgbouncer || ! faketime_lib >/dev/null; then
-    echo "install-test-deps: apt-get ran but pgbouncer or libfaketime.so.1 is still missing" >&2
+if ! have_pgbouncer || ! faketime_lib >/dev/null || ! have_tmux; then
+    echo "install-test-deps: apt-get ran but pgbouncer, libfaketime.so.1 or tmux is still missing" >&2
     exit 1
 fi
-echo "install-test-deps: installed pgbouncer and libfaketime"
+echo "install-test-deps: installed pgbouncer, libfaketime and tmux"
