@@ -15,7 +15,10 @@ install: $(STAMP) ## Create .venv and install flowworker with its dev tools
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@# setuptools tells every editable install to beware of a folder named like
+	@# the package in the working directory; this checkout has none (the package
+	@# lives in worker/), so the notice is only noise.
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 run: install ## Run the example end to end on an embedded PostgreSQL
@@ -29,7 +32,7 @@ test-fast: install ## Unit, SQL, integration and CLI tests, none marked slow (< 
 	$(VENV)/bin/pytest -m "not acceptance and not faults and not slow"
 
 .PHONY: test-deps chaos
-test-deps: ## System packages the fault and browser tests need (pgbouncer, libfaketime, chromium); apt-get as root
+test-deps: ## System packages the tests need (pgbouncer, libfaketime, tmux, chromium); apt-get as root
 	bash scripts/install-test-deps.sh
 
 chaos: install test-deps ## Crash-restart chaos + vacuum-blocked soak (CHAOS_MINUTES=20, CHAOS_SOAK_MINUTES=30)
@@ -39,7 +42,7 @@ lint: install ## ruff and mypy --strict
 	$(VENV)/bin/ruff check .
 	@# mypy cannot follow the package-dir mapping; give it a tree named flowworker.
 	@rm -rf .mypy_tree && mkdir -p .mypy_tree/flowworker
-	@ln -s $(CURDIR)/worker/*.py $(CURDIR)/worker/py.typed $(CURDIR)/worker/daemon $(CURDIR)/worker/ops $(CURDIR)/worker/dashboard .mypy_tree/flowworker/
+	@ln -s $(CURDIR)/worker/*.py $(CURDIR)/worker/py.typed $(CURDIR)/worker/daemon $(CURDIR)/worker/client $(CURDIR)/worker/ops $(CURDIR)/worker/dashboard .mypy_tree/flowworker/
 	@ln -s $(CURDIR)/cli .mypy_tree/flowworker/cli
 	$(VENV)/bin/mypy
 

@@ -14,7 +14,7 @@ import psycopg
 
 from flowworker.devdb import LocalCluster
 
-# The anchor configuration (shared/BENCHMARKS.md): defaults except these, durable commits.
+# The anchor configuration of the benchmark brief: defaults except these, durable commits.
 ANCHOR_SETTINGS: dict[str, str] = {
     "max_connections": "200",
     "shared_buffers": "1GB",

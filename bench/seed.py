@@ -125,6 +125,8 @@ SELECT (SELECT count(*) FROM flowworker.step_states ss
      + (SELECT count(*) FROM flowworker.q_aged q
         WHERE NOT EXISTS (SELECT 1 FROM flowworker.step_tasks t
                           WHERE t.flow_slug = 'aged' AND t.message_id = q.msg_id))
+     + (SELECT count(*) FROM flowworker.events e
+        WHERE NOT EXISTS (SELECT 1 FROM flowworker.runs r WHERE r.run_id = e.run_id))
 """
 
 

@@ -13,14 +13,32 @@ import typer
 
 from flowworker.durations import parse_duration
 from flowworker.errors import ConfigurationError
+from flowworker.settings import DEFAULT_DATABASE_URL, Settings, load_settings
 
 if TYPE_CHECKING:
     import psycopg
 
 DatabaseOpt = Annotated[str | None, typer.Option(
-    "--database-url", help="Database URL [env: FLOWWORKER_DATABASE_URL, DATABASE_URL]")]
+    "--database-url", metavar="URL", help="Database URL [env: FLOWWORKER_DATABASE_URL, "
+    f"DATABASE_URL] [default: {DEFAULT_DATABASE_URL}]")]
 JsonOpt = Annotated[bool, typer.Option(
     "--json", help="Print one JSON document (keys in docs/operating.md)")]
+
+
+# The settings of the command being run: main() says where a database URL
+# that could not be used came from.
+_settings: Settings | None = None
+
+
+def settings_for(**flags: object) -> Settings:
+    """Settings from the command's flags and the environment (see load_settings)."""
+    global _settings  # noqa: PLW0603 - one command per process
+    _settings = load_settings(**flags)
+    return _settings
+
+
+def current_settings() -> Settings | None:
+    return _settings
 
 
 @contextmanager
@@ -28,9 +46,8 @@ def database(database_url: str | None) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the configured database (exit 3 when it
     cannot be reached, 2 for a malformed URL)."""
     from flowworker.db_psycopg import connect
-    from flowworker.settings import load_settings
 
-    settings = load_settings(database_url=database_url)
+    settings = settings_for(database_url=database_url)
     with connect(settings.database_url, autocommit=True) as conn:
         yield conn
 

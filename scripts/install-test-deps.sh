@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# System packages the fault and browser tests need (tests/faults, RELIABILITY.md
-# D8/D9; tests/dashboard):
+# System packages the fault, browser and CLI tests need:
 #   pgbouncer    D8: the worker behind PgBouncer in transaction pooling mode
 #   libfaketime  D9: worker clocks skewed with LD_PRELOAD=libfaketime.so.1
+#   tmux         tests/cli/test_newcomer_session.py: a shell driven in tmux
 #   chromium     tests/dashboard: Playwright drives /usr/bin/chromium (never
 #                `playwright install`: the browser comes from Debian)
 #   chromium-driver  /usr/bin/chromedriver, for Selenium users of the same browser
@@ -24,27 +24,31 @@ faketime_lib() {
     return 1
 }
 
+have_tmux() {
+    command -v tmux >/dev/null 2>&1
+}
+
 have_chromium() {
     [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]
 }
 
-if have_pgbouncer && faketime_lib >/dev/null && have_chromium; then
+if have_pgbouncer && faketime_lib >/dev/null && have_tmux && have_chromium; then
     exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-test-deps: pgbouncer and libfaketime (fault tests) and chromium, chromium-driver (browser tests) are needed; as root run: apt-get install -y pgbouncer libfaketime chromium chromium-driver" >&2
+    echo "install-test-deps: pgbouncer, libfaketime, tmux, chromium and chromium-driver are needed by the tests; as root run: apt-get install -y pgbouncer libfaketime tmux chromium chromium-driver" >&2
     exit 1
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # The pgbouncer package enables a system service; tests start their own instance.
-apt-get install -y -qq --no-install-recommends pgbouncer libfaketime chromium chromium-driver \
-    >/dev/null
+apt-get install -y -qq --no-install-recommends pgbouncer libfaketime tmux chromium \
+    chromium-driver >/dev/null
 
-if ! have_pgbouncer || ! faketime_lib >/dev/null || ! have_chromium; then
-    echo "install-test-deps: apt-get ran but pgbouncer, libfaketime.so.1, /usr/bin/chromium or /usr/bin/chromedriver is still missing" >&2
+if ! have_pgbouncer || ! faketime_lib >/dev/null || ! have_tmux || ! have_chromium; then
+    echo "install-test-deps: apt-get ran but pgbouncer, libfaketime.so.1, tmux, /usr/bin/chromium or /usr/bin/chromedriver is still missing" >&2
     exit 1
 fi
-echo "install-test-deps: installed pgbouncer, libfaketime, chromium and chromium-driver"
+echo "install-test-deps: installed pgbouncer, libfaketime, tmux, chromium and chromium-driver"

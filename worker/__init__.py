@@ -1,6 +1,7 @@
 """flowworker: durable DAG workflows on PostgreSQL."""
 
+from flowworker.control import Fail, RetryAfter
 from flowworker.dsl import Context, Flow
 from flowworker.errors import FlowworkerError
 
-__all__ = ["Context", "Flow", "FlowworkerError"]
+__all__ = ["Context", "Fail", "Flow", "FlowworkerError", "RetryAfter"]

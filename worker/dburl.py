@@ -46,6 +46,19 @@ def parse(url: str) -> dict[str, str]:
     return params
 
 
+def servers(url: str) -> str:
+    """`host:port` of each server the URL names (libpq's defaults filled
+    in), for messages: never the user, the password or the database."""
+    params = parse(url)
+    hosts = (params.get("host") or params.get("hostaddr") or "localhost").split(",")
+    ports = (params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports *= len(hosts)
+    named = [f"{host}/.s.PGSQL.{port or '5432'}" if host.startswith("/")  # a socket folder
+             else f"{host}:{port or '5432'}" for host, port in zip(hosts, ports, strict=True)]
+    return redact(", ".join(named), url)
+
+
 def invalid(driver_message: str, url: str) -> ConfigurationError:
     """`invalid database URL: <what the driver said>`, minus what it echoed."""
     lines = [line.strip() for line in driver_message.splitlines() if line.strip()]

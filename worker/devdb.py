@@ -48,6 +48,11 @@ def _bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
+def psql_path() -> str:
+    """The wheel's psql, for people looking into a local cluster."""
+    return _bin("psql")
+
+
 def _run_as() -> str | None:
     """PostgreSQL refuses to run as root; use the wheel's own system user."""
     if os.geteuid() != 0:

@@ -10,13 +10,18 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+import pydantic
+
 from flowworker.errors import DefinitionError
+from flowworker.inputs import adapter_for
 
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 Handler = Callable[..., Any]
+RetryOn = type[BaseException] | Iterable[type[BaseException]] | None
+Options = tuple[str, ...] | None
 H = TypeVar("H", bound=Handler)
-StepType = Literal["single", "map"]
+StepType = Literal["single", "map", "wait"]
 
 
 @dataclass(frozen=True)
@@ -37,18 +42,33 @@ class Step:
     """One step of a flow: its handler, dependencies and options."""
 
     slug: str
-    handler: Handler
+    handler: Handler | None  # None for a wait step: a signal completes it, no handler
     deps: tuple[str, ...]
     step_type: StepType = "single"
     max_attempts: int | None = None
     base_delay: int | None = None
     timeout: int | None = None
     start_delay: int | None = None
+    # Exceptions that retry; any other fails the task at once. None: all retry.
+    retry_on: tuple[type[BaseException], ...] | None = None
+    # A wait step that is an approval gate: the options a signal chooses from,
+    # and those that fail the run.
+    options: tuple[str, ...] | None = None
+    fail_on: tuple[str, ...] | None = None
 
     @functools.cached_property
     def is_async(self) -> bool:
         # Asked twice per task; inspect's check costs a microsecond each time.
         return inspect.iscoroutinefunction(self.handler)
+
+    @functools.cached_property
+    def input_adapter(self) -> pydantic.TypeAdapter[Any] | None:
+        """Checks the input when the handler declares a model type (inputs.py)."""
+        return None if self.handler is None else adapter_for(self.handler)
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether this exception fails only the attempt (not the task)."""
+        return self.retry_on is None or isinstance(exc, self.retry_on)
 
 
 def check_slug(slug: object, what: str) -> str:
@@ -96,19 +116,22 @@ class Flow:
 
     def step(self, *, slug: str | None = None, depends_on: Iterable[str | Handler] = (),
              max_attempts: int | None = None, base_delay: int | None = None,
-             timeout: int | None = None, start_delay: int | None = None) -> Callable[[H], H]:
-        """Register a handler as a `single` step; it runs once per run."""
+             timeout: int | None = None, start_delay: int | None = None,
+             retry_on: RetryOn = None) -> Callable[[H], H]:
+        """Register a handler as a `single` step; it runs once per run.
+        retry_on: the exceptions that retry (any other fails the task at once)."""
         def decorate(handler: H) -> H:
             step_slug = slug or self._name_of(handler)
             deps = self._resolve_deps(step_slug, depends_on)
-            self._add(Step(step_slug, handler, deps, "single",
-                           max_attempts, base_delay, timeout, start_delay))
+            self._add(Step(step_slug, handler, deps, "single", max_attempts, base_delay,
+                           timeout, start_delay, self._retry_on(step_slug, retry_on)))
             return handler
         return decorate
 
     def map(self, *, over: str | Handler | None = None, slug: str | None = None,
             max_attempts: int | None = None, base_delay: int | None = None,
-            timeout: int | None = None, start_delay: int | None = None) -> Callable[[H], H]:
+            timeout: int | None = None, start_delay: int | None = None,
+            retry_on: RetryOn = None) -> Callable[[H], H]:
         """Register a handler as a `map` step: one task per element of the
         array that step `over` returns (or of the flow input when None)."""
         def decorate(handler: H) -> H:
@@ -117,10 +140,50 @@ class Flow:
             # reported as "a map step with 2 deps" rather than a bad name.
             sources = over if isinstance(over, list | tuple) else [] if over is None else [over]
             deps = self._resolve_deps(step_slug, sources)
-            self._add(Step(step_slug, handler, deps, "map",
-                           max_attempts, base_delay, timeout, start_delay))
+            self._add(Step(step_slug, handler, deps, "map", max_attempts, base_delay,
+                           timeout, start_delay, self._retry_on(step_slug, retry_on)))
             return handler
         return decorate
+
+    def wait(self, slug: str, *, depends_on: Iterable[str | Handler] = (),
+             timeout: int | None = None, options: Iterable[str] | None = None,
+             fail_on: Iterable[str] | None = None) -> str:
+        """Define a wait step: no handler; once its dependencies complete it
+        waits for flowworker.signal() (or signal_token()), whose payload
+        becomes its output. With `timeout` (seconds) a wait that gets no
+        signal in time fails its run. With `options` it is an approval gate:
+        the payload's "option" must be one of them; those in `fail_on` fail
+        the run, the payload's "note" its error. Returns the step's slug,
+        for other steps' depends_on."""
+        deps = self._resolve_deps(slug, depends_on)
+        gate = self._gate(slug, options, fail_on)
+        self._add(Step(slug, None, deps, "wait", timeout=timeout, options=gate[0],
+                       fail_on=gate[1]))
+        return slug
+
+    def _gate(self, slug: str, options: Iterable[str] | None,
+              fail_on: Iterable[str] | None) -> tuple[Options, Options]:
+        where = f"flow {self.slug!r}: wait step {slug!r}"
+        chosen = None if options is None else tuple(options)
+        failing = None if fail_on is None else tuple(fail_on)
+        for option in (*(chosen or ()), *(failing or ())):
+            check_slug(option, f"option of {where}:")
+        if chosen == ():
+            raise DefinitionError(f"{where}: options must not be empty")
+        if failing and not set(failing) <= set(chosen or ()):
+            raise DefinitionError(f"{where}: fail_on {list(failing)} must be some of its "
+                                  f"options {list(chosen or ())}")
+        return chosen, failing
+
+    def _retry_on(self, step_slug: str,
+                  retry_on: RetryOn) -> tuple[type[BaseException], ...] | None:
+        if retry_on is None:
+            return None
+        kinds = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
+        if not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+            raise DefinitionError(f"flow {self.slug!r}: step {step_slug!r}: retry_on must be "
+                                  f"exception classes, not {retry_on!r}")
+        return kinds
 
     def timeout_of(self, step_slug: str) -> int:
         """The step's timeout in seconds, else the flow's."""
@@ -167,6 +230,10 @@ class Flow:
             raise DefinitionError(f"{where} is a map step with {len(step.deps)} deps; at most 1")
         for name in OPTION_BOUNDS:
             _check_option(name, getattr(step, name), where)
-        if not callable(step.handler):
+        if step.step_type != "wait" and not callable(step.handler):
             raise DefinitionError(f"{where}: the handler is not callable")
+        try:
+            step.input_adapter  # noqa: B018 - built now, so a bad type fails the definition
+        except ValueError as exc:
+            raise DefinitionError(f"{where}: {exc}") from None
         self.steps[step.slug] = step

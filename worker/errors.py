@@ -31,6 +31,11 @@ class AppImportError(ConfigurationError):
     """The application module could not be imported."""
 
 
+class DatabaseRefusedError(ConfigurationError):
+    """The database refused the connection: no such database or role, wrong
+    credentials, or SSL the server does not offer."""
+
+
 class DatabaseUnreachableError(FlowworkerError):
     """The database cannot be reached."""
 
@@ -58,13 +63,17 @@ class MigrateLockTimeoutError(FlowworkerError):
 class UnknownFlowError(FlowworkerError):
     """No flow with this slug is defined in the database."""
 
-    exit_code = 1  # ARCHITECTURE.md §7: an unknown run, step or flow exits 1
-
 
 class UnknownRunError(FlowworkerError):
     """No run with this run_id exists."""
 
-    exit_code = 1
+
+class UnknownStepError(FlowworkerError):
+    """The run's flow has no such step (or no step waits with that token)."""
+
+
+class RunStateError(FlowworkerError):
+    """The run is not in a status this action applies to."""
 
 
 class InvalidInputError(FlowworkerError):

@@ -14,6 +14,13 @@ from typing import Any
 
 LOGGER = logging.getLogger("flowworker")
 
+# Library warnings that repeat what flowworker already logs, shown only at
+# DEBUG: asyncpg's pool retries its connection floor in the background during
+# an outage, beside the worker's own db.reconnecting / listener.lost events
+# (which flowworker_db_reconnects_total counts); at WARNING it added a line
+# every second or so, twice over, for one outage.
+DEMOTED = ("Failed to restore the pool connection floor",)
+
 
 def _event_and_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
     """Our events carry their fields; a library's record (asyncpg's pool, say)
@@ -21,7 +28,25 @@ def _event_and_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
     if record.name == LOGGER.name:
         return record.getMessage(), getattr(record, "fields", {})
     message = " ".join(record.getMessage().split())[:500]
-    return "library.log", {"logger": record.name, "message": message}
+    fields = {"logger": record.name, "message": message}
+    if record.exc_info and record.exc_info[0] is not None:
+        fields["error"] = record.exc_info[0].__name__  # its traceback is not logged
+    return "library.log", fields
+
+
+def _demote_library_noise(record: logging.LogRecord) -> bool:
+    """A DEMOTED library record becomes DEBUG, written only at that level."""
+    if record.name != LOGGER.name and record.getMessage().startswith(DEMOTED):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return LOGGER.isEnabledFor(logging.DEBUG)
+    return True
+
+
+def _value(value: Any) -> Any:
+    """Lists read as `a,b` on a terminal; JSON keeps them as arrays."""
+    if isinstance(value, list | tuple | set | frozenset):
+        return ",".join(str(item) for item in value)
+    return value
 
 
 class _JsonFormatter(logging.Formatter):
@@ -40,7 +65,7 @@ class _JsonFormatter(logging.Formatter):
 class _HumanFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         name, fields = _event_and_fields(record)
-        pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+        pairs = " ".join(f"{key}={_value(value)}" for key, value in fields.items())
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         level = record.levelname
         return f"{stamp}.{int(record.msecs):03d} {level:<7} {name} {pairs}"
@@ -52,6 +77,7 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         log_format = "human" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if log_format == "json" else _HumanFormatter())
+    handler.addFilter(_demote_library_noise)
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level.upper())
     LOGGER.propagate = False

@@ -28,15 +28,24 @@ TASK_QUEUE_WAIT = Histogram(
 IN_FLIGHT = Gauge("flowworker_tasks_in_flight",
                   "Tasks the worker holds: claimed, and their outcome not yet written back.",
                   ["flow"], registry=REGISTRY)
-QUEUE_DEPTH = Gauge("flowworker_queue_depth", "Messages in the flow's queue.", ["flow"],
-                    registry=REGISTRY)
-QUEUE_OLDEST_AGE = Gauge("flowworker_queue_oldest_message_age_seconds",
-                         "Age of the oldest message in the flow's queue.", ["flow"],
-                         registry=REGISTRY)
+# Read with each heartbeat rather than on scrape: a scrape never waits for
+# the database, and a dozen scrapers cost no queries.
+QUEUE_DEPTH = Gauge(
+    "flowworker_queue_depth", "Messages in the flow's queue (ready, delayed or claimed), as "
+    "read at the worker's last heartbeat: up to FLOWWORKER_HEARTBEAT_INTERVAL (5 s) old.",
+    ["flow"],
+    registry=REGISTRY)
+QUEUE_OLDEST_AGE = Gauge(
+    "flowworker_queue_oldest_message_age_seconds", "Age of the oldest message in the flow's "
+    "queue, as read at the worker's last heartbeat: up to FLOWWORKER_HEARTBEAT_INTERVAL (5 s) "
+    "old.", ["flow"], registry=REGISTRY)
 LISTENER_UP = Gauge("flowworker_listener_up", "1 while the LISTEN connection is up.",
                     registry=REGISTRY)
-DB_RECONNECTS = Counter("flowworker_db_reconnects", "Database operations retried after a "
-                        "lost connection.", registry=REGISTRY)
+DB_RECONNECTS = Counter(
+    "flowworker_db_reconnects", "Times the worker lost (or could not get) a database "
+    "connection and tried again on a new one: a claim, an acknowledgement or another call "
+    "retried, a missed heartbeat, the LISTEN connection reconnecting. Each is also logged "
+    "(db.reconnecting, worker.heartbeat_missed, listener.lost).", registry=REGISTRY)
 THREADS_OVERRUNNING = Gauge(
     "flowworker_handler_threads_overrunning",
     "Threads of plain def handlers still running after their task timed out or was "

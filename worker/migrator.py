@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
 from flowworker.db_psycopg import connect
 from flowworker.errors import (
+    ConfigurationError,
     DatabaseError,
     DatabaseUnreachableError,
     MigrateLockTimeoutError,
@@ -15,6 +20,31 @@ from flowworker.errors import (
     ShapeMismatchError,
 )
 from flowworker.schema import migrations, queries, schema_sql, schema_version
+from flowworker.shape import next_slug
+
+_IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
+_IN_ERROR = psycopg.pq.TransactionStatus.INERROR
+# add_step's message (SQLSTATE 22023): "flow 'x' changed shape: step 'y' ...".
+_CHANGED_SHAPE = re.compile(r"^flow '([a-z][a-z0-9_]*)' changed shape")
+
+
+@dataclass(frozen=True)
+class FlowFile:
+    """A compiled flow file and the checksum `flow_files` records for it."""
+
+    path: Path
+    sql: str
+    checksum: str
+
+    @classmethod
+    def read(cls, path: Path) -> FlowFile:
+        try:
+            sql = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            raise ConfigurationError(f"{path}: cannot read it as UTF-8 text: {exc}") from None
+        # Line endings do not count: a checkout on Windows is the same file.
+        normal = sql.replace("\r\n", "\n").encode()
+        return cls(path, sql, hashlib.sha256(normal).hexdigest())
 
 
 def database_version(conn: psycopg.Connection) -> int:
@@ -34,41 +64,103 @@ def database_version(conn: psycopg.Connection) -> int:
 def migrate(database_url: str, flow_dir: Path | None = None,
             lock_timeout: float = 60.0) -> list[str]:
     """Install the schema, or apply the migrations a database lacks; then
-    every `*.sql` file in flow_dir.
+    the `*.sql` files in flow_dir that were not applied before.
 
     An empty database gets the current schema in one transaction (sql/schema,
     which records every version); one at version v gets the migrations above
     v, each in a transaction of its own. One session-level advisory lock
     covers the whole call, so concurrent and repeated calls are safe; it is
     taken before anything is applied, waiting at most lock_timeout seconds.
-    A compiled flow file brings its own BEGIN/COMMIT. Returns what was applied.
+    Flow files: see _apply_flow_files. Returns one line per thing applied
+    or skipped ("applied ...", "skipped ...").
     """
-    applied: list[str] = []
-    files = sorted(flow_dir.glob("*.sql")) if flow_dir else []
+    files = [FlowFile.read(path) for path in sorted(flow_dir.glob("*.sql"))] if flow_dir else []
     with connect(database_url, autocommit=True) as conn:
         _take_lock(conn, lock_timeout)
         try:
-            current = database_version(conn)
-            if current > schema_version():
-                raise SchemaError(
-                    f"database schema is version {current}, newer than this flowworker "
-                    f"({schema_version()}); upgrade flowworker")
-            if current == 0:
-                with conn.transaction():
-                    _execute(conn, schema_sql(), "schema")
-                applied.append(f"schema version {schema_version()}")
-            for migration in migrations():
-                if current and migration.version > current:
-                    with conn.transaction():
-                        _execute(conn, migration.sql, f"migration {migration.version}")
-                    applied.append(f"migration {migration.version:04d}_{migration.name}")
-            for file in files:
-                _execute(conn, file.read_text(), str(file))
-                applied.append(str(file))
+            done = _upgrade_schema(conn)
+            if flow_dir is not None:
+                done += _apply_flow_files(conn, files, flow_dir)
         finally:
             if not conn.closed:
                 conn.execute(queries()["migrate_unlock"])
-    return applied
+    return done
+
+
+def _upgrade_schema(conn: psycopg.Connection) -> list[str]:
+    current = database_version(conn)
+    if current > schema_version():
+        raise SchemaError(
+            f"database schema is version {current}, newer than this flowworker "
+            f"({schema_version()}); upgrade flowworker")
+    if current == 0:
+        with conn.transaction():
+            _execute(conn, schema_sql(), "schema")
+        return [f"applied schema version {schema_version()}"]
+    done = []
+    for migration in migrations():
+        if migration.version > current:
+            with conn.transaction():
+                _execute(conn, migration.sql, f"migration {migration.version}")
+            done.append(f"applied migration {migration.version:04d}_{migration.name}")
+    return done
+
+
+def _apply_flow_files(conn: psycopg.Connection, files: list[FlowFile],
+                      flow_dir: Path) -> list[str]:
+    """Apply, in name order, each file that `flow_files` does not list.
+
+    A file is applied once: applying every file on every call let an older
+    file set options that a newer one had changed. A listed file with the
+    same checksum is skipped; one whose content changed is refused before
+    anything is applied, since what it now says was never applied.
+    """
+    recorded: dict[str, tuple[str, datetime]] = {
+        name: (checksum, applied_at)
+        for name, checksum, applied_at in conn.execute(queries()["flow_files_applied"])}
+    _refuse_edited(files, recorded, flow_dir)
+    done = []
+    for file in files:
+        if file.path.name in recorded:
+            done.append(f"skipped {file.path} (applied {_when(recorded[file.path.name][1])})")
+            continue
+        _apply_flow_file(conn, file)
+        done.append(f"applied {file.path}")
+    return done
+
+
+def _refuse_edited(files: list[FlowFile], recorded: dict[str, tuple[str, datetime]],
+                   flow_dir: Path) -> None:
+    for file in files:
+        if file.path.name not in recorded:
+            continue
+        checksum, applied_at = recorded[file.path.name]
+        if checksum != file.checksum:
+            raise SchemaError(
+                f"{file.path} was edited after it was applied ({_when(applied_at)}): an applied "
+                f"flow file must not change. Put it back as it was (git checkout -- "
+                f"{file.path}) and run `flowworker compile --out {flow_dir}`, which writes "
+                f"the change as a new file. Nothing from {flow_dir} was applied")
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _apply_flow_file(conn: psycopg.Connection, file: FlowFile) -> None:
+    """The file and its `flow_files` row, in one transaction.
+
+    The row is written first, in a transaction this opens: a compiled file
+    brings its own BEGIN/COMMIT (so that psql applies it whole), and its
+    BEGIN then only warns, while its COMMIT commits the row with it. A file
+    without them is committed here.
+    """
+    what = str(file.path)
+    _execute(conn, "BEGIN", what)
+    _execute(conn, queries()["flow_file_record"], what, (file.path.name, file.checksum))
+    _execute(conn, file.sql, what)
+    if conn.info.transaction_status == _IN_TRANSACTION:
+        conn.execute("COMMIT")
 
 
 def _take_lock(conn: psycopg.Connection, timeout: float) -> None:
@@ -86,10 +178,10 @@ def _take_lock(conn: psycopg.Connection, timeout: float) -> None:
         raise MigrateLockTimeoutError(
             f"migrate lock not free after {timeout:g} s{_holder(conn)}") from None
     except psycopg.Error as exc:
-        what = exc.diag.message_primary or str(exc).strip().splitlines()[0]
         if conn.closed:
-            raise DatabaseUnreachableError(f"migrate lock: connection lost: {what}") from None
-        raise DatabaseError(f"migrate lock: {what}") from None
+            raise DatabaseUnreachableError(
+                f"migrate lock: connection lost: {_message(exc)}") from None
+        raise DatabaseError(f"migrate lock: {_message(exc)}") from None
 
 
 def _holder(conn: psycopg.Connection) -> str:
@@ -106,17 +198,30 @@ def _holder(conn: psycopg.Connection) -> str:
     return f"{who}, client {client or 'local socket'}, {state} for {seconds} s since {since})"
 
 
-def _execute(conn: psycopg.Connection, sql: str, what: str) -> None:
+def _execute(conn: psycopg.Connection, sql: str, what: str,
+             params: tuple[str, ...] | None = None) -> None:
     try:
-        conn.execute(sql.encode())
+        conn.execute(sql.encode(), params)
     except psycopg.OperationalError as exc:
         raise DatabaseUnreachableError(f"{what}: connection lost: {exc}") from None
     except psycopg.Error as exc:
-        # A file's own BEGIN leaves the session in the failed transaction.
-        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        # The failed transaction (ours, or a file's own BEGIN) is rolled back.
+        if conn.info.transaction_status == _IN_ERROR:
             conn.execute("ROLLBACK")
-        diag = exc.diag.message_primary or str(exc).strip().splitlines()[0]
-        # add_step says "flow 'x' changed shape: step 'y' ..." (SQLSTATE 22023).
-        if isinstance(exc, psycopg.errors.InvalidParameterValue) and "changed shape" in diag:
-            raise ShapeMismatchError(f"{what}: {diag}") from None
-        raise DatabaseError(f"{what}: {diag}") from None
+        shape = _CHANGED_SHAPE.match(exc.diag.message_primary or "")
+        if isinstance(exc, psycopg.errors.InvalidParameterValue) and shape:
+            raise ShapeMismatchError(f"{what}: {_message(exc, _new_slug(shape[1]))}") from None
+        raise DatabaseError(f"{what}: {_message(exc)}") from None
+
+
+def _message(exc: psycopg.Error, more: str = "") -> str:
+    """The server's message and its hint, which often says what to do."""
+    primary = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    hint = exc.diag.message_hint
+    return f"{primary} (hint: {hint}{more})" if hint else primary
+
+
+def _new_slug(slug: str) -> str:
+    """How a shape change is done: a new slug beside the old one."""
+    return (f", e.g. {next_slug(slug)}, served by the same worker while the runs of "
+            f"{slug!r} drain; see docs/flows.md, \"Changing a flow\"")

@@ -21,7 +21,7 @@ CREATE INDEX IF NOT EXISTS runs_flow_status_idx ON flowworker.runs (flow_slug, s
 -- cancelled; the time is the latest of completed_at, failed_at and
 -- cancelled_at) before now() - older_than, oldest started first, each with
 -- its tasks, their queue messages (archived, or any left queued) and its
--- step states; then, with what is left of batch_size, workers stopped, or
+-- step states and events; then, with what is left of batch_size, workers stopped, or
 -- silent (no heartbeat), for longer than older_than. Returns how many rows
 -- of runs and workers it deleted.
 --
@@ -33,7 +33,7 @@ CREATE INDEX IF NOT EXISTS runs_flow_status_idx ON flowworker.runs (flow_slug, s
 -- A function, not a procedure that commits between batches: a procedure
 -- that is SECURITY DEFINER or pins search_path cannot commit, and a
 -- function also works inside a caller's transaction (psql, a cron job).
--- Only the schema's owner may call it (no group role is granted it).
+-- flowworker_operator may call it (0700_roles.sql).
 CREATE FUNCTION flowworker.prune(older_than interval, batch_size int DEFAULT 1000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -91,8 +91,8 @@ BEGIN
                 USING v_msgs;
         END IF;
 
-        -- ---------- Their step states, then the runs ----------
-        -- (Rows that refer to a run, such as a history of it, go here too.)
+        -- ---------- Their history and step states, then the runs ----------
+        DELETE FROM flowworker.events e WHERE e.run_id = ANY (v_runs);
         DELETE FROM flowworker.step_states ss WHERE ss.run_id = ANY (v_runs);
         DELETE FROM flowworker.runs r WHERE r.run_id = ANY (v_runs);
 
@@ -118,7 +118,14 @@ BEGIN
 END;
 $$;
 
--- The schema's owner only: no group role may delete history.
+-- The operator prunes (`flowworker prune`); no other group role may delete history.
 REVOKE ALL ON FUNCTION flowworker.prune(interval, int) FROM PUBLIC;
+DO $roles$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'flowworker_operator') THEN
+        GRANT EXECUTE ON FUNCTION flowworker.prune(interval, int) TO flowworker_operator;
+    END IF;
+END;
+$roles$;
 
 INSERT INTO flowworker.migrations (version, name, min_worker_version) VALUES (7, 'operations', 2);

@@ -35,3 +35,11 @@ SELECT to_regnamespace('flowworker') IS NOT NULL AS has_schema,
 
 -- name: schema_version
 SELECT coalesce(max(version), 0) AS version FROM flowworker.migrations
+
+-- name: flow_files_applied
+-- The compiled flow files applied before (flowworker migrate --dir).
+SELECT file_name, checksum, applied_at FROM flowworker.flow_files
+
+-- name: flow_file_record
+-- In the transaction that applies the file.
+INSERT INTO flowworker.flow_files (file_name, checksum) VALUES (%s, %s)

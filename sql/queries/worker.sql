@@ -27,17 +27,25 @@ FROM flowworker.start_tasks($1, $2, $3, $4)
 SELECT run_id, input, pg_column_size(input) AS size FROM flowworker.runs WHERE run_id = ANY($1)
 
 -- name: ack_tasks
-SELECT ord, result FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6, $7)
+SELECT ord, result, run_status, run_seconds, run_failed_step
+FROM flowworker.ack_tasks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
 -- name: release_tasks
 SELECT flowworker.release_tasks($1, $2, $3, $4, $5)
 
 -- name: finished_runs
--- Runs among those in flight here that were cancelled or failed meanwhile.
-SELECT run_id FROM flowworker.runs WHERE run_id = ANY($1) AND status <> 'started'
+-- Runs among those in flight here that were cancelled or failed meanwhile
+-- (a paused run's running tasks finish: they are not stopped).
+SELECT run_id FROM flowworker.runs
+WHERE run_id = ANY($1) AND status IN ('completed', 'failed', 'cancelled')
 
 -- name: queue_metrics
-SELECT queue_length, visible_length, oldest_msg_age_seconds FROM flowworker.queue_metrics($1)
+SELECT queue_length, visible_length, oldest_msg_age_seconds, paused_length
+FROM flowworker.queue_metrics($1)
+
+-- name: flow_paused
+-- pause_flow: nothing of the flow is claimed, so --drain does not wait for it.
+SELECT paused_at IS NOT NULL FROM flowworker.flows WHERE flow_slug = $1
 
 -- name: schema_present
 SELECT to_regclass('flowworker.migrations') IS NOT NULL

@@ -6,5 +6,6 @@ CREATE TABLE flowworker.flows (
     max_attempts int NOT NULL DEFAULT 3 CHECK (max_attempts BETWEEN 1 AND 1000),
     base_delay int NOT NULL DEFAULT 1 CHECK (base_delay BETWEEN 0 AND 86400),
     timeout int NOT NULL DEFAULT 60 CHECK (timeout BETWEEN 1 AND 604800),
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    paused_at timestamptz  -- pause_flow: none of its tasks is claimed until resume_flow
 );

@@ -7,7 +7,7 @@ CREATE TABLE flowworker.runs (
     run_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     flow_slug text NOT NULL REFERENCES flowworker.flows (flow_slug),
     status text NOT NULL DEFAULT 'started'
-        CHECK (status IN ('started', 'completed', 'failed', 'cancelled')),
+        CHECK (status IN ('started', 'paused', 'completed', 'failed', 'cancelled')),
     input jsonb NOT NULL,
     output jsonb,
     error_message text,
@@ -15,7 +15,9 @@ CREATE TABLE flowworker.runs (
     started_at timestamptz NOT NULL DEFAULT now(),
     completed_at timestamptz,
     failed_at timestamptz,
-    cancelled_at timestamptz
+    cancelled_at timestamptz,
+    paused_at timestamptz,
+    cancel_reason text  -- what cancel_run was told, if anything
 ) WITH (fillfactor = 50);
 
 CREATE INDEX runs_flow_started_idx ON flowworker.runs (flow_slug, started_at);

@@ -23,6 +23,14 @@ CREATE TABLE flowworker.step_tasks (
     -- A map task's element, stored when its step starts: a claim then reads
     -- a few bytes, not the whole array it came from.
     input jsonb,
+    -- Its run is paused: its message is hidden (vt 'infinity') and this much
+    -- of its delay was left, to be restored by resume_run.
+    paused_delay interval,
+    -- Attempts spent before the last retry_run. Attempt numbers (the claim
+    -- token) go on counting across a retry, so that a claim from before it
+    -- can never pass for one after, even when the same worker claims again;
+    -- the retried task gets max_attempts more, counted from here.
+    attempts_base int NOT NULL DEFAULT 0 CHECK (attempts_base >= 0),
     PRIMARY KEY (run_id, step_slug, task_index),
     UNIQUE (flow_slug, message_id),
     FOREIGN KEY (run_id, step_slug) REFERENCES flowworker.step_states (run_id, step_slug)

@@ -9,7 +9,9 @@ CREATE FUNCTION flowworker.add_step(
     base_delay int DEFAULT NULL,
     timeout int DEFAULT NULL,
     start_delay int DEFAULT NULL,
-    step_type text DEFAULT 'single'
+    step_type text DEFAULT 'single',
+    options text[] DEFAULT NULL,
+    fail_on text[] DEFAULT NULL
 )
 RETURNS flowworker.steps
 LANGUAGE plpgsql
@@ -28,10 +30,20 @@ BEGIN
     PERFORM flowworker._check_options(format('step %s.%s', add_step.flow_slug, add_step.step_slug),
                                       add_step.max_attempts, add_step.base_delay,
                                       add_step.timeout, add_step.start_delay);
-    IF add_step.step_type IS NULL OR add_step.step_type NOT IN ('single', 'map') THEN
-        RAISE EXCEPTION 'step %.%: step_type must be single or map, not %',
+    IF add_step.step_type IS NULL OR add_step.step_type NOT IN ('single', 'map', 'wait') THEN
+        RAISE EXCEPTION 'step %.%: step_type must be single, map or wait, not %',
             add_step.flow_slug, add_step.step_slug, coalesce(add_step.step_type, 'NULL')
             USING ERRCODE = '22023';
+    END IF;
+    IF (add_step.options IS NOT NULL OR add_step.fail_on IS NOT NULL)
+       AND add_step.step_type <> 'wait' THEN
+        RAISE EXCEPTION 'step %.%: options and fail_on belong to wait steps (approval gates)',
+            add_step.flow_slug, add_step.step_slug USING ERRCODE = '22023';
+    END IF;
+    IF cardinality(add_step.options) = 0 OR NOT add_step.fail_on <@ add_step.options
+       OR add_step.fail_on IS NOT NULL AND add_step.options IS NULL THEN
+        RAISE EXCEPTION 'step %.%: a gate needs options, and fail_on must be some of them',
+            add_step.flow_slug, add_step.step_slug USING ERRCODE = '22023';
     END IF;
     IF add_step.step_type = 'map' AND cardinality(v_deps) > 1 THEN
         RAISE EXCEPTION 'map step %.% has % deps; a map step has at most one',
@@ -64,10 +76,12 @@ BEGIN
         END IF;
         UPDATE flowworker.steps s
         SET max_attempts = add_step.max_attempts, base_delay = add_step.base_delay,
-            timeout = add_step.timeout, start_delay = add_step.start_delay
+            timeout = add_step.timeout, start_delay = add_step.start_delay,
+            options = add_step.options, fail_on = add_step.fail_on
         WHERE s.flow_slug = add_step.flow_slug AND s.step_slug = add_step.step_slug
-          AND (s.max_attempts, s.base_delay, s.timeout, s.start_delay) IS DISTINCT FROM
-              (add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay)
+          AND (s.max_attempts, s.base_delay, s.timeout, s.start_delay, s.options, s.fail_on)
+              IS DISTINCT FROM (add_step.max_attempts, add_step.base_delay, add_step.timeout,
+                                add_step.start_delay, add_step.options, add_step.fail_on)
         RETURNING * INTO v_step;
         IF NOT FOUND THEN
             SELECT * INTO v_step FROM flowworker.steps s
@@ -91,10 +105,12 @@ BEGIN
     END IF;
 
     INSERT INTO flowworker.steps AS s (flow_slug, step_slug, step_type, step_index, deps_count,
-                                       max_attempts, base_delay, timeout, start_delay)
+                                       max_attempts, base_delay, timeout, start_delay,
+                                       options, fail_on)
     SELECT add_step.flow_slug, add_step.step_slug, add_step.step_type,
            coalesce(max(s2.step_index) + 1, 0), cardinality(v_deps),
-           add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay
+           add_step.max_attempts, add_step.base_delay, add_step.timeout, add_step.start_delay,
+           add_step.options, add_step.fail_on
     FROM flowworker.steps s2 WHERE s2.flow_slug = add_step.flow_slug
     RETURNING * INTO v_step;
     INSERT INTO flowworker.deps (flow_slug, dep_slug, step_slug)

@@ -9,7 +9,7 @@ DECLARE
     v_msg_ids bigint[];
 BEGIN
     UPDATE flowworker.step_states ss SET status = 'cancelled'
-    WHERE ss.run_id = p_run_id AND ss.status IN ('created', 'started');
+    WHERE ss.run_id = p_run_id AND ss.status IN ('created', 'started', 'waiting');
     WITH cancelled AS (
         UPDATE flowworker.step_tasks t SET status = 'cancelled'
         WHERE t.run_id = p_run_id AND t.status IN ('queued', 'started')

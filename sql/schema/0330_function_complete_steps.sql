@@ -13,6 +13,8 @@ SET search_path = ''
 AS $$
 DECLARE
     v_going_on pg_catalog.uuid[];
+    v_completed pg_catalog.uuid[];
+    v_flows pg_catalog.text[];
 BEGIN
     -- p_recorded: the caller has marked the steps completed with these outputs already.
     IF NOT p_recorded THEN
@@ -47,6 +49,7 @@ BEGIN
         SET remaining_steps = r.remaining_steps - x.n,
             status = CASE WHEN r.remaining_steps = x.n THEN 'completed' ELSE r.status END,
             completed_at = CASE WHEN r.remaining_steps = x.n THEN now() END,
+            paused_at = CASE WHEN r.remaining_steps = x.n THEN NULL ELSE r.paused_at END,
             output = CASE WHEN r.remaining_steps = x.n THEN coalesce(x.leaf_output, (
                 SELECT coalesce(jsonb_object_agg(ss.step_slug, ss.output), '{}'::pg_catalog.jsonb)
                 FROM flowworker.step_states ss
@@ -62,9 +65,20 @@ BEGIN
               LEFT JOIN leaves l ON l.flow_slug = f.flow_slug
               GROUP BY f.run_id) AS x
         WHERE r.run_id = x.run_id
-        RETURNING r.run_id, r.remaining_steps
+        RETURNING r.run_id, r.flow_slug, r.remaining_steps
     )
-    SELECT array_agg(c.run_id) INTO v_going_on FROM counted c WHERE c.remaining_steps > 0;
+    SELECT array_agg(c.run_id) FILTER (WHERE c.remaining_steps > 0),
+           array_agg(c.run_id) FILTER (WHERE c.remaining_steps = 0),
+           array_agg(DISTINCT c.flow_slug) FILTER (WHERE c.remaining_steps = 0)
+    INTO v_going_on, v_completed, v_flows
+    FROM counted c;
+
+    -- ---------- Runs completed: their history, and whoever waits for them ----------
+    IF v_completed IS NOT NULL THEN
+        INSERT INTO flowworker.events (run_id, event)
+        SELECT c, 'run.completed' FROM unnest(v_completed) AS c;
+        PERFORM flowworker._run_ended(f) FROM unnest(v_flows) AS f;
+    END IF;
     RETURN coalesce(v_going_on, '{}'::pg_catalog.uuid[]);
 END;
 $$;

@@ -1,6 +1,9 @@
 -- Start every step of these runs whose deps are all complete: queue its
 -- tasks, or complete it at once when it maps over an empty array (which
--- may make more steps ready, hence the loop). A map step whose source is
+-- may make more steps ready, hence the loop). A wait step starts waiting
+-- for a signal instead (a fresh wait_token), with one task whose message
+-- becomes visible at its deadline (`timeout`), if it has one: the claim
+-- that finds it times the wait out. A map step whose source is
 -- not an array, or is wider than max_map_tasks, fails its run. Set-based: a batch of acknowledgements
 -- starts the next steps of all its runs in a few statements. The caller
 -- holds the run locks.
@@ -30,15 +33,20 @@ BEGIN
                array_agg(y.flow_slug ORDER BY y.run_id, y.step_index) AS flows,
                array_agg(y.n ORDER BY y.run_id, y.step_index) AS counts,
                array_agg(y.delay ORDER BY y.run_id, y.step_index) AS delays,
-               array_agg(y.source ORDER BY y.run_id, y.step_index) AS sources
+               array_agg(y.source ORDER BY y.run_id, y.step_index) AS sources,
+               array_agg(y.kind ORDER BY y.run_id, y.step_index) AS kinds
         INTO v_ready
         FROM (
-            SELECT x.*, CASE WHEN NOT x.is_map THEN 1
+            SELECT x.*, CASE WHEN x.kind = 'wait' THEN (x.wait_timeout IS NOT NULL)::int
+                             WHEN NOT x.is_map THEN 1
                              WHEN jsonb_typeof(x.source) = 'array'
                              THEN jsonb_array_length(x.source) END AS n
             FROM (
-                SELECT ss.run_id, ss.step_slug, ss.flow_slug, s.step_index,
-                       coalesce(s.start_delay, 0) AS delay, s.step_type = 'map' AS is_map,
+                SELECT ss.run_id, ss.step_slug, ss.flow_slug, s.step_index, s.step_type AS kind,
+                       s.timeout AS wait_timeout,
+                       CASE WHEN s.step_type = 'wait' THEN coalesce(s.timeout, 0)
+                            ELSE coalesce(s.start_delay, 0) END AS delay,
+                       s.step_type = 'map' AS is_map,
                        CASE WHEN s.step_type = 'map' THEN flowworker._map_source(rr.r, s) END
                            AS source
                 FROM flowworker.step_states ss
@@ -75,21 +83,30 @@ BEGIN
             LOOP
                 PERFORM flowworker._fail_run(v_bad.run_id, v_bad.step_slug, CASE
                     WHEN v_bad.n IS NULL THEN format(
-                        'map step %s expects an array from %s, got %s', v_bad.step_slug,
+                        'a map step expects an array from %s, got %s',
                         coalesce(v_bad.dep_slug, 'the flow input'),
                         coalesce(jsonb_typeof(flowworker._map_source(v_bad.run, v_bad.step)),
                                  'null'))
-                    ELSE format('map step %s would start %s tasks, over the limit of %s '
-                                '(flowworker.config max_map_tasks)', v_bad.step_slug, v_bad.n,
-                                v_max_tasks) END);
+                    ELSE format('it would start %s map tasks, over the limit of %s '
+                                '(flowworker.config max_map_tasks)', v_bad.n, v_max_tasks) END);
             END LOOP;
             CONTINUE;  -- the ready steps again, those of the failed runs left out
         END IF;
 
         UPDATE flowworker.step_states ss
-        SET status = 'started', started_at = now(), initial_tasks = x.n, remaining_tasks = x.n
-        FROM unnest(v_ready.runs, v_ready.steps, v_ready.counts) AS x(run_id, step_slug, n)
+        SET status = CASE WHEN x.kind = 'wait' THEN 'waiting' ELSE 'started' END,
+            started_at = now(), initial_tasks = x.n, remaining_tasks = x.n,
+            wait_token = CASE WHEN x.kind = 'wait' THEN gen_random_uuid() END,
+            waiting_at = CASE WHEN x.kind = 'wait' THEN now() END
+        FROM unnest(v_ready.runs, v_ready.steps, v_ready.counts, v_ready.kinds)
+                 AS x(run_id, step_slug, n, kind)
         WHERE ss.run_id = x.run_id AND ss.step_slug = x.step_slug;
+        IF 'wait' = ANY (v_ready.kinds) THEN
+            INSERT INTO flowworker.events (run_id, step_slug, event)
+            SELECT x.run_id, x.step_slug, 'step.waiting'
+            FROM unnest(v_ready.runs, v_ready.steps, v_ready.kinds) AS x(run_id, step_slug, kind)
+            WHERE x.kind = 'wait';
+        END IF;
 
         FOR v_flow IN SELECT DISTINCT f FROM unnest(v_ready.flows) AS f LOOP
             PERFORM flowworker._queue_tasks(v_flow, array_agg(x.run_id), array_agg(x.step_slug),
@@ -107,9 +124,9 @@ BEGIN
                                           array_agg(x.flow_slug),
                                           array_agg('[]'::pg_catalog.jsonb))
         INTO v_runs
-        FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts)
-                 AS x(run_id, step_slug, flow_slug, n)
-        WHERE x.n = 0
+        FROM unnest(v_ready.runs, v_ready.steps, v_ready.flows, v_ready.counts, v_ready.kinds)
+                 AS x(run_id, step_slug, flow_slug, n, kind)
+        WHERE x.n = 0 AND x.kind = 'map'
         HAVING count(*) > 0;
         v_runs := coalesce(v_runs, '{}');
     END LOOP;

@@ -30,15 +30,14 @@ BEGIN
         ORDER BY x.run_id
     LOOP
         PERFORM flowworker._fail_run(v_big.run_id, v_big.step_slug, format(
-            'map step %s: the outputs of its %s tasks add up to %s bytes, over the limit of %s '
-            'bytes (flowworker.config max_map_output_bytes)',
-            v_big.step_slug, v_big.tasks, v_big.bytes, v_limit));
+            'the outputs of its %s map tasks add up to %s bytes, over the limit of %s bytes '
+            '(flowworker.config max_map_output_bytes)', v_big.tasks, v_big.bytes, v_limit));
     END LOOP;
     SELECT array_agg(x.run_id), array_agg(x.step_slug), array_agg(x.flow_slug),
            array_agg(o.output)
     INTO runs, steps, flows, outputs
     FROM unnest(p_run_ids, p_step_slugs, p_flow_slugs) AS x(run_id, step_slug, flow_slug)
-    JOIN flowworker.runs r ON r.run_id = x.run_id AND r.status = 'started'
+    JOIN flowworker.runs r ON r.run_id = x.run_id AND r.status IN ('started', 'paused')
     CROSS JOIN LATERAL (SELECT jsonb_agg(t.output ORDER BY t.task_index) AS output
                         FROM flowworker.step_tasks t
                         WHERE t.run_id = x.run_id AND t.step_slug = x.step_slug) AS o;

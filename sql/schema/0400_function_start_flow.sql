@@ -27,6 +27,7 @@ DECLARE
     v_ids pg_catalog.uuid[];
     v_new pg_catalog.uuid[];
     v_other pg_catalog.record;
+    v_actor pg_catalog.text := flowworker._actor();
 BEGIN
     PERFORM flowworker.check_slug(start_flows.flow_slug, 'flow slug');
     -- Share the flow's row (add_step locks it FOR UPDATE), so that the steps
@@ -123,11 +124,16 @@ BEGIN
         JOIN flowworker.steps s ON s.flow_slug = start_flows.flow_slug
         WHERE s.deps_count = 0 AND s.step_type = 'single'
         HAVING count(*) > 0;
+        INSERT INTO flowworker.events (run_id, event, actor)
+        SELECT n.run_id, 'run.started', v_actor FROM unnest(v_new) AS n(run_id);
         IF v_steps = 0 THEN
             UPDATE flowworker.runs r SET status = 'completed', completed_at = now(), output = '{}'
             WHERE r.run_id = ANY (v_new);
-        ELSIF v_root_map IS NOT NULL THEN
-            PERFORM flowworker._start_ready_steps(v_new);  -- root map steps: sized from the input
+        ELSIF EXISTS (SELECT 1 FROM flowworker.steps s
+                      WHERE s.flow_slug = start_flows.flow_slug AND s.deps_count = 0
+                        AND s.step_type <> 'single') THEN
+            -- Root map steps (sized from the input) and root wait steps.
+            PERFORM flowworker._start_ready_steps(v_new);
         END IF;
     END IF;
     RETURN QUERY

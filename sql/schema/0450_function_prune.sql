@@ -7,7 +7,7 @@
 -- cancelled; the time is the latest of completed_at, failed_at and
 -- cancelled_at) before now() - older_than, oldest started first, each with
 -- its tasks, their queue messages (archived, or any left queued) and its
--- step states; then, with what is left of batch_size, workers stopped, or
+-- step states and events; then, with what is left of batch_size, workers stopped, or
 -- silent (no heartbeat), for longer than older_than. Returns how many rows
 -- of runs and workers it deleted.
 --
@@ -19,7 +19,7 @@
 -- A function, not a procedure that commits between batches: a procedure
 -- that is SECURITY DEFINER or pins search_path cannot commit, and a
 -- function also works inside a caller's transaction (psql, a cron job).
--- Only the schema's owner may call it (no group role is granted it).
+-- flowworker_operator may call it (0700_roles.sql).
 CREATE FUNCTION flowworker.prune(older_than interval, batch_size int DEFAULT 1000)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -77,8 +77,8 @@ BEGIN
                 USING v_msgs;
         END IF;
 
-        -- ---------- Their step states, then the runs ----------
-        -- (Rows that refer to a run, such as a history of it, go here too.)
+        -- ---------- Their history and step states, then the runs ----------
+        DELETE FROM flowworker.events e WHERE e.run_id = ANY (v_runs);
         DELETE FROM flowworker.step_states ss WHERE ss.run_id = ANY (v_runs);
         DELETE FROM flowworker.runs r WHERE r.run_id = ANY (v_runs);
 

@@ -11,5 +11,6 @@ CREATE TYPE flowworker.task_claim AS (
     -- Where the locked task and message rows are: they cannot move while
     -- locked, so the claim updates them without an index lookup.
     task_tid tid,
-    msg_tid tid
+    msg_tid tid,
+    is_wait boolean  -- a wait step's deadline, not work for a worker
 );

@@ -43,6 +43,7 @@ DECLARE
     v_orphans bigint[];
     v_exhausted flowworker.task_claim;
     v_lost boolean := false;
+    v_waits boolean;
 BEGIN
     -- ---------- GUARD: sane claim sizes and spans ----------
     -- A negative grace would make a claim visible again at once, and spend
@@ -51,6 +52,12 @@ BEGIN
        OR batch_size IS NULL OR batch_size NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'start_tasks: grace_seconds must be 1..3600 and batch_size 1..10000, not % and %',
             grace_seconds, batch_size USING ERRCODE = '22023';
+    END IF;
+
+    -- ---------- GUARD: a paused flow is not claimed (pause_flow) ----------
+    IF EXISTS (SELECT 1 FROM flowworker.flows f
+               WHERE f.flow_slug = start_tasks.flow_slug AND f.paused_at IS NOT NULL) THEN
+        RETURN;
     END IF;
 
     -- ---------- Visible messages, locked ----------
@@ -68,15 +75,17 @@ BEGIN
     -- written right now. Each task is looked up from its message (LATERAL),
     -- whatever the planner thinks of the table's size: a plan cached while
     -- the flow had few tasks must not scan them all once it has many.
-    SELECT array_agg(l) INTO v_locked
+    SELECT array_agg(l), bool_or(l.is_wait) INTO v_locked, v_waits
     FROM (
         SELECT t.run_id, t.step_slug, t.task_index, m.msg_id, t.status, t.attempts_count,
-               coalesce(s.max_attempts, f.max_attempts), coalesce(s.timeout, f.timeout),
-               t.tid, m.tid
+               -- the last attempt number allowed: attempts go on after a retry
+               coalesce(s.max_attempts, f.max_attempts) + t.attempts_base,
+               coalesce(s.timeout, f.timeout),
+               t.tid, m.tid, s.step_type = 'wait'
         FROM unnest(v_msg_ids, v_ptrs, v_msg_tids) AS m(msg_id, ptr, tid)
         CROSS JOIN LATERAL (
             SELECT t.run_id, t.step_slug, t.task_index, t.status, t.attempts_count,
-                   t.ctid AS tid
+                   t.attempts_base, t.ctid AS tid
             FROM flowworker.step_tasks t
             WHERE t.flow_slug = start_tasks.flow_slug AND t.message_id = m.msg_id
               AND t.status IN ('queued', 'started')
@@ -89,7 +98,7 @@ BEGIN
         JOIN flowworker.steps s ON s.flow_slug = start_tasks.flow_slug AND s.step_slug = t.step_slug
         JOIN flowworker.flows f ON f.flow_slug = start_tasks.flow_slug
     ) AS l(run_id, step_slug, task_index, msg_id, status, attempts_count, max_attempts, timeout,
-           task_tid, msg_tid);
+           task_tid, msg_tid, is_wait);
 
     -- Messages with no unfinished task behind them are garbage or duplicates
     -- (only a message whose task was not locked above can be one).
@@ -111,6 +120,15 @@ BEGIN
     END IF;
     IF v_locked IS NULL THEN
         RETURN;
+    END IF;
+
+    -- ---------- Wait deadlines: no work for a worker ----------
+    IF v_waits THEN
+        PERFORM flowworker._time_out_wait(c) FROM unnest(v_locked) c WHERE c.is_wait;
+        SELECT array_agg(c) INTO v_locked FROM unnest(v_locked) c WHERE NOT c.is_wait;
+        IF v_locked IS NULL THEN
+            RETURN;
+        END IF;
     END IF;
 
     -- Claims that expired on their last attempt fail their task and run.

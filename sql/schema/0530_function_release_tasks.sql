@@ -44,6 +44,10 @@ BEGIN
         RETURNING t.flow_slug, t.message_id INTO v_flow_slug, v_message_id;
         IF FOUND THEN
             PERFORM flowworker.queue_set_vt(v_flow_slug, ARRAY[v_message_id], 0);
+            IF EXISTS (SELECT 1 FROM flowworker.runs r
+                       WHERE r.run_id = v_task.run_id AND r.status = 'paused') THEN
+                PERFORM flowworker._park_messages(v_task.run_id, v_flow_slug);
+            END IF;
             v_released := v_released + 1;
         END IF;
     END LOOP;

@@ -53,6 +53,12 @@ BEGIN
         'UPDATE flowworker.%I SET vt = greatest(vt, now() + make_interval(secs => $2))
          WHERE msg_id = ANY($1)', 'q_' || flowworker.check_slug(extend_claims.flow_slug, 'flow slug'))
         USING v_msg_ids, seconds;
+    -- A paused run's messages stay hidden ('infinity'); the extension goes to
+    -- the delay resume_run restores, or the claim would lapse early after it.
+    UPDATE flowworker.step_tasks t
+    SET paused_delay = greatest(t.paused_delay, make_interval(secs => seconds))
+    WHERE t.flow_slug = extend_claims.flow_slug AND t.message_id = ANY (v_msg_ids)
+      AND t.paused_delay IS NOT NULL;
     RETURN cardinality(v_msg_ids);
 END;
 $$;

@@ -1,22 +1,30 @@
 -- Apply many outcomes in one call: an output completes a task, an error
--- fails the attempt (fail_task). Each outcome names its claim: the attempt
--- number and the worker holding it. Returns, per input position (1-based):
+-- fails the attempt (fail_task, with the outcome's retry_after and final).
+-- Each outcome names its claim: the attempt number and the worker holding
+-- it. Returns, per input position (1-based), `result`:
 --   'completed'  the output is recorded (also for a repeated completion of
 --                a claim that was already applied, its reply lost);
 --   'retry'      the attempt failed and the task is queued again;
 --   'failed'     the attempt failed, the task's attempts are spent, its run failed;
 --   'stale'      the claim is no longer current (or never was this worker's);
 --   'busy'       another transaction holds the run's row: nothing was
---                written, send the outcome again later.
+--                written, send the outcome again later;
+-- and with report_runs, for an outcome whose run ended in this call, the
+-- run's status, how long it ran and, when it failed, the step that failed
+-- (`run_status`, `run_seconds`, `run_failed_step`; NULL otherwise): the
+-- worker's run.completed / run.failed events.
 -- Runs are locked in run_id order, skipping the ones held elsewhere, then
 -- waiting for those a moment each: an application transaction that holds
 -- one run (cancel_run, then slow work) must not hold up the outcomes of
 -- every other run, while two workers acknowledging one run take turns.
 CREATE FUNCTION flowworker.ack_tasks(
     run_ids uuid[], step_slugs text[], task_indexes int[], attempts int[],
-    outputs jsonb[], errors text[], worker_ids uuid[]
+    outputs jsonb[], errors text[], worker_ids uuid[],
+    retry_afters int[] DEFAULT NULL, finals boolean[] DEFAULT NULL,
+    report_runs boolean DEFAULT false
 )
-RETURNS TABLE (ord int, result text)
+RETURNS TABLE (ord int, result text, run_status text, run_seconds double precision,
+               run_failed_step text)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = ''
@@ -45,6 +53,10 @@ DECLARE
     v_fail pg_catalog.record;
     v_fail_ords bigint[] := '{}';
     v_fail_results pg_catalog.text[] := '{}';
+    v_ended_runs pg_catalog.uuid[];
+    v_ended_statuses pg_catalog.text[];
+    v_ended_seconds double precision[];
+    v_ended_steps pg_catalog.text[];
 BEGIN
     -- ==================== GUARDS ====================
     IF worker_ids IS NULL OR cardinality(worker_ids) <> cardinality(run_ids)
@@ -58,8 +70,9 @@ BEGIN
 
     -- ==================== LOCK THE RUNS ====================
     -- In run_id order, skipping those another transaction holds; of the
-    -- locked ones, those still going take outcomes.
-    SELECT coalesce(array_agg(l.run_id) FILTER (WHERE l.status = 'started'), '{}'),
+    -- locked ones, those still going (started, or paused: running tasks
+    -- finish and are recorded) take outcomes.
+    SELECT coalesce(array_agg(l.run_id) FILTER (WHERE l.status IN ('started', 'paused')), '{}'),
            coalesce(array_agg(l.run_id), '{}')
     INTO v_live, v_locked
     FROM (SELECT r.run_id, r.status FROM flowworker.runs r WHERE r.run_id = ANY (run_ids)
@@ -76,7 +89,7 @@ BEGIN
             IF NOT flowworker._lock_run_briefly(v_run.run_id) THEN
                 v_busy := v_busy || v_run.run_id;
             ELSIF (SELECT r.status FROM flowworker.runs r WHERE r.run_id = v_run.run_id)
-                  = 'started' THEN
+                  IN ('started', 'paused') THEN
                 v_live := v_live || v_run.run_id;
             END IF;
         END LOOP;
@@ -86,7 +99,8 @@ BEGIN
     -- ---------- Tasks whose claim is current, in runs still going ----------
     WITH done AS (
         UPDATE flowworker.step_tasks t
-        SET status = 'completed', output = a.output, completed_at = now()
+        SET status = 'completed', output = a.output, completed_at = now(),
+            error_message = NULL  -- an earlier attempt's; every failed attempt is in its events
         FROM unnest(run_ids, step_slugs, task_indexes, attempts, outputs, errors, worker_ids)
                  WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, output, error,
                                       worker_id, ord)
@@ -168,16 +182,31 @@ BEGIN
     -- ==================== FAILURES ====================
     -- Rare: one at a time, in run order (their run is locked).
     FOR v_fail IN
-        SELECT a.* FROM unnest(run_ids, step_slugs, task_indexes, attempts, errors, worker_ids)
-                 WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, error, worker_id, ord)
+        SELECT a.* FROM unnest(run_ids, step_slugs, task_indexes, attempts, errors, worker_ids,
+                               retry_afters, finals)
+                 WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, error, worker_id,
+                                      retry_after, final, ord)
         WHERE a.error IS NOT NULL AND a.run_id = ANY (v_live)
         ORDER BY a.run_id, a.step_slug, a.task_index
     LOOP
         v_fail_ords := v_fail_ords || v_fail.ord;
         v_fail_results := v_fail_results || flowworker.fail_task(
             v_fail.run_id, v_fail.step_slug, v_fail.task_index, v_fail.attempt, v_fail.error,
-            v_fail.worker_id);
+            v_fail.worker_id, v_fail.retry_after, coalesce(v_fail.final, false));
     END LOOP;
+
+    -- ==================== RUNS THAT ENDED ====================
+    IF report_runs THEN
+        SELECT array_agg(r.run_id), array_agg(r.status),
+               array_agg(extract(epoch FROM coalesce(r.completed_at, r.failed_at)
+                                            - r.started_at)::double precision),
+               array_agg(CASE WHEN r.status = 'failed' THEN (
+                   SELECT ss.step_slug FROM flowworker.step_states ss
+                   WHERE ss.run_id = r.run_id AND ss.status = 'failed' LIMIT 1) END)
+        INTO v_ended_runs, v_ended_statuses, v_ended_seconds, v_ended_steps
+        FROM flowworker.runs r
+        WHERE r.run_id = ANY (v_live) AND r.status NOT IN ('started', 'paused');
+    END IF;
 
     -- ==================== RESULTS ====================
     RETURN QUERY
@@ -191,10 +220,14 @@ BEGIN
                       AND t.attempts_count = a.attempt AND t.worker_id = a.worker_id)
                 THEN 'completed'
                 WHEN a.run_id = ANY (v_busy) THEN 'busy'
-                ELSE 'stale' END
+                ELSE 'stale' END,
+           e.status, e.seconds, e.step
     FROM unnest(run_ids, step_slugs, task_indexes, attempts, errors, worker_ids)
              WITH ORDINALITY AS a(run_id, step_slug, task_index, attempt, error, worker_id, ord)
     LEFT JOIN unnest(v_fail_ords, v_fail_results) AS f(ord, result) ON f.ord = a.ord
+    LEFT JOIN unnest(v_ended_runs, v_ended_statuses, v_ended_seconds, v_ended_steps)
+                  AS e(run_id, status, seconds, step)
+           ON e.run_id = a.run_id
     ORDER BY a.ord;
 END;
 $$;

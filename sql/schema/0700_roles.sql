@@ -2,6 +2,7 @@
 --   flowworker_enqueuer  start and cancel runs, read run state
 --   flowworker_worker    claim, complete, fail, release, heartbeat
 --   flowworker_reader    read everything
+--   flowworker_operator  steer runs: cancel, retry, pause, resume, signal; prune
 -- Neither the enqueuer nor the worker may write a table directly; they act
 -- only through SECURITY DEFINER functions with a pinned search_path.
 -- Roles belong to the whole cluster: they are created once, and a migrator
@@ -14,7 +15,8 @@ DO $roles$
 DECLARE
     r text;
 BEGIN
-    FOREACH r IN ARRAY ARRAY['flowworker_enqueuer', 'flowworker_worker', 'flowworker_reader'] LOOP
+    FOREACH r IN ARRAY ARRAY['flowworker_enqueuer', 'flowworker_worker', 'flowworker_reader',
+                             'flowworker_operator'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             BEGIN
                 EXECUTE format('CREATE ROLE %I NOLOGIN', r);
@@ -29,7 +31,7 @@ BEGIN
     END LOOP;
 
     GRANT USAGE ON SCHEMA flowworker
-        TO flowworker_enqueuer, flowworker_worker, flowworker_reader;
+        TO flowworker_enqueuer, flowworker_worker, flowworker_reader, flowworker_operator;
 
     GRANT SELECT ON ALL TABLES IN SCHEMA flowworker TO flowworker_reader;
     ALTER DEFAULT PRIVILEGES IN SCHEMA flowworker GRANT SELECT ON TABLES TO flowworker_reader;
@@ -39,7 +41,7 @@ BEGIN
     GRANT EXECUTE ON FUNCTION
         flowworker.start_flow(text, jsonb, uuid),
         flowworker.start_flows(text, jsonb[], uuid[]),
-        flowworker.cancel_run(uuid)
+        flowworker.cancel_run(uuid, text)
         TO flowworker_enqueuer;
 
     -- The worker reads the flow definitions (to refuse a shape mismatch), the
@@ -50,8 +52,9 @@ BEGIN
     GRANT EXECUTE ON FUNCTION
         flowworker.start_tasks(text, uuid, int, int),
         flowworker.complete_task(uuid, text, int, int, jsonb, uuid),
-        flowworker.fail_task(uuid, text, int, int, text, uuid),
-        flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[], uuid[]),
+        flowworker.fail_task(uuid, text, int, int, text, uuid, int, boolean),
+        flowworker.ack_tasks(uuid[], text[], int[], int[], jsonb[], text[], uuid[], int[],
+                             boolean[], boolean),
         flowworker.release_tasks(uuid[], text[], int[], int[], uuid[]),
         flowworker.extend_claims(text, uuid[], text[], int[], int[], int, uuid[]),
         flowworker.register_worker(uuid, text, text, int),
@@ -59,5 +62,23 @@ BEGIN
         flowworker.stop_worker(uuid),
         flowworker.queue_metrics(text)
         TO flowworker_worker;
+
+    -- The operator steers runs (the CLI's runs/flows/signal commands, the
+    -- dashboard's actions, an application answering a webhook) and reads
+    -- what it steers.
+    GRANT SELECT ON flowworker.runs, flowworker.step_states, flowworker.step_tasks,
+        flowworker.events, flowworker.flows, flowworker.steps, flowworker.deps
+        TO flowworker_operator;
+    GRANT EXECUTE ON FUNCTION
+        flowworker.cancel_run(uuid, text),
+        flowworker.retry_run(uuid),
+        flowworker.pause_run(uuid),
+        flowworker.resume_run(uuid),
+        flowworker.pause_flow(text),
+        flowworker.resume_flow(text),
+        flowworker.signal(uuid, text, jsonb),
+        flowworker.signal_token(uuid, jsonb),
+        flowworker.prune(interval, int)
+        TO flowworker_operator;
 END;
 $roles$;

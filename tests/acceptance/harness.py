@@ -7,8 +7,9 @@
   helpers.
 - `Ledger`: the effect ledger that the test handlers (tests/apps/ledger.py)
   write every execution to.
-- `check_invariants` (I1-I6, SQL), `IdleInTransactionSampler` (I7) and
-  `check_worker_logs` (one applied completion per task, from the logs).
+- `check_worker_logs` (one applied completion per task, from the logs),
+  beside the SQL invariants of tests/support/invariants.py (I1-I7;
+  `check_invariants` is offered here too).
 - `wait_until`: poll a condition with a deadline; the only way tests wait.
 """
 
@@ -41,6 +42,9 @@ from psycopg.types.json import Jsonb
 
 from flowworker.compiler import compile_flow
 from flowworker.registry import load_flows
+
+# Re-exported: the fault tiers take the checker from here too.
+from tests.support.invariants import check_invariants as check_invariants  # noqa: PLC0414
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.apps.flows"
@@ -491,178 +495,6 @@ class Ledger:
 
 
 # ---------------------------------------------------------------- invariants
-
-def _flows(conn: psycopg.Connection) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT flow_slug FROM flowworker.flows")]
-
-
-def _queue(flow: str) -> sql.Identifier:
-    return sql.Identifier("flowworker", "q_" + flow)
-
-
-def _collect(conn: psycopg.Connection, label: str, query: sql.Composed | str,
-             params: Sequence[Any] = ()) -> list[str]:
-    rows = conn.execute(query, params).fetchall()
-    return [f"{label}: {row}" for row in rows[:10]] + (
-        [f"{label}: ... and {len(rows) - 10} more"] if len(rows) > 10 else [])
-
-
-I2_QUERIES = {
-    "I2 step remaining_tasks/initial_tasks differ from its task rows": """
-        SELECT ss.run_id, ss.step_slug, ss.status, ss.remaining_tasks, ss.initial_tasks,
-               c.total, c.unfinished
-        FROM flowworker.step_states ss
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS total, count(*) FILTER (WHERE t.status <> 'completed') AS unfinished
-            FROM flowworker.step_tasks t
-            WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug) c
-        WHERE (ss.remaining_tasks IS NULL AND c.total > 0)
-           OR ss.remaining_tasks IS DISTINCT FROM
-              CASE WHEN ss.remaining_tasks IS NULL THEN NULL ELSE c.unfinished END
-           OR (ss.initial_tasks IS NOT NULL AND ss.initial_tasks <> c.total)""",
-    "I2 step remaining_deps differs from its unfinished deps": """
-        SELECT ss.run_id, ss.step_slug, ss.remaining_deps, c.n
-        FROM flowworker.step_states ss
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS n FROM flowworker.deps d
-            JOIN flowworker.step_states ds ON ds.run_id = ss.run_id AND ds.step_slug = d.dep_slug
-            WHERE d.flow_slug = ss.flow_slug AND d.step_slug = ss.step_slug
-              AND ds.status <> 'completed') c
-        WHERE ss.remaining_deps <> c.n""",
-    "I2 run remaining_steps differs from its unfinished steps": """
-        SELECT r.run_id, r.status, r.remaining_steps, c.n
-        FROM flowworker.runs r
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS n FROM flowworker.step_states ss
-            WHERE ss.run_id = r.run_id AND ss.status <> 'completed') c
-        WHERE r.remaining_steps <> c.n""",
-    "I2 completed step with unfinished tasks": """
-        SELECT ss.run_id, ss.step_slug FROM flowworker.step_states ss
-        WHERE ss.status = 'completed' AND EXISTS (
-            SELECT 1 FROM flowworker.step_tasks t
-            WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-              AND t.status <> 'completed')""",
-    "I2 completed run with unfinished steps": """
-        SELECT r.run_id FROM flowworker.runs r WHERE r.status = 'completed' AND EXISTS (
-            SELECT 1 FROM flowworker.step_states ss
-            WHERE ss.run_id = r.run_id AND ss.status <> 'completed')""",
-}
-
-I4_QUERIES = {
-    "I4 completed single step whose output is not its task's output": """
-        SELECT ss.run_id, ss.step_slug FROM flowworker.step_states ss
-        JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-        JOIN flowworker.step_tasks t ON t.run_id = ss.run_id AND t.step_slug = ss.step_slug
-        WHERE ss.status = 'completed' AND s.step_type = 'single'
-          AND ss.output IS DISTINCT FROM t.output""",
-    "I4 completed map step whose output is not its tasks' outputs in order": """
-        SELECT ss.run_id, ss.step_slug FROM flowworker.step_states ss
-        JOIN flowworker.steps s ON s.flow_slug = ss.flow_slug AND s.step_slug = ss.step_slug
-        WHERE ss.status = 'completed' AND s.step_type = 'map'
-          AND ss.output IS DISTINCT FROM (
-              SELECT coalesce(jsonb_agg(t.output ORDER BY t.task_index), '[]'::jsonb)
-              FROM flowworker.step_tasks t
-              WHERE t.run_id = ss.run_id AND t.step_slug = ss.step_slug)""",
-    "I4 completed task without completed_at": """
-        SELECT t.run_id, t.step_slug, t.task_index FROM flowworker.step_tasks t
-        WHERE t.status = 'completed' AND t.completed_at IS NULL""",
-}
-
-
-def check_invariants(conn: psycopg.Connection, *, grace_seconds: float = 5.0) -> list[str]:
-    """I1-I6 over the whole database; a list of violations, empty when all hold."""
-    problems: list[str] = []
-    for flow in _flows(conn):
-        q = _queue(flow)
-        problems += _collect(conn, f"I1 [{flow}] task started past its claim deadline + grace",
-            sql.SQL("""
-            SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count, m.vt
-            FROM flowworker.step_tasks t LEFT JOIN {q} m ON m.msg_id = t.message_id
-            WHERE t.flow_slug = %s AND t.status = 'started'
-              AND (m.msg_id IS NULL OR m.vt < now() - make_interval(secs => %s))
-            """).format(q=q), (flow, grace_seconds))
-        problems += _collect(conn, f"I3 [{flow}] unfinished run with no message and no claim",
-            sql.SQL("""
-            SELECT r.run_id FROM flowworker.runs r
-            WHERE r.flow_slug = %s AND r.status = 'started' AND NOT EXISTS (
-                SELECT 1 FROM flowworker.step_tasks t JOIN {q} m ON m.msg_id = t.message_id
-                WHERE t.run_id = r.run_id AND t.status IN ('queued', 'started'))
-            """).format(q=q), (flow,))
-        problems += _collect(conn, f"I4 [{flow}] completed task whose message is still queued",
-            sql.SQL("""
-            SELECT t.run_id, t.step_slug, t.task_index FROM flowworker.step_tasks t
-            JOIN {q} m ON m.msg_id = t.message_id
-            WHERE t.flow_slug = %s AND t.status = 'completed'
-            """).format(q=q), (flow,))
-        problems += _collect(conn, f"I5 [{flow}] visible message for a terminal task",
-            sql.SQL("""
-            SELECT t.run_id, t.step_slug, t.task_index, t.status, m.msg_id
-            FROM {q} m JOIN flowworker.step_tasks t
-              ON t.message_id = m.msg_id AND t.flow_slug = %s
-            WHERE t.status IN ('completed', 'failed', 'cancelled') AND m.vt <= now()
-            """).format(q=q), (flow,))
-    for label, query in {**I2_QUERIES, **I4_QUERIES}.items():
-        problems += _collect(conn, label, query)
-    problems += _collect(conn, "I6 attempts_count > max_attempts", """
-        SELECT t.run_id, t.step_slug, t.task_index, t.attempts_count,
-               coalesce(s.max_attempts, f.max_attempts)
-        FROM flowworker.step_tasks t
-        JOIN flowworker.steps s ON s.flow_slug = t.flow_slug AND s.step_slug = t.step_slug
-        JOIN flowworker.flows f ON f.flow_slug = t.flow_slug
-        WHERE t.attempts_count > coalesce(s.max_attempts, f.max_attempts)""")
-    return problems
-
-
-class IdleInTransactionSampler:
-    """I7: samples pg_stat_activity of one database in a thread while a test
-    runs, and remembers every backend seen `idle in transaction` for more
-    than `limit` seconds. Survives the database going away and coming back."""
-
-    def __init__(self, database_url: str, *, limit: float = 1.0, every: float = 0.25) -> None:
-        self.database_url = database_url
-        self.limit = limit
-        self.every = every
-        self.seen: dict[int, tuple[Any, ...]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="i7-sampler", daemon=True)
-
-    def __enter__(self) -> IdleInTransactionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        conn: psycopg.Connection | None = None
-        while not self._stop.is_set():
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=2,
-                                           application_name="flowworker_test_i7")
-                self.sample(conn)
-            except psycopg.Error:
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self._stop.wait(self.every)
-        if conn is not None:
-            conn.close()
-
-    def sample(self, conn: psycopg.Connection) -> None:
-        rows = conn.execute(
-            "SELECT pid, application_name, state, now() - state_change, left(query, 200)"
-            " FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
-            " AND now() - state_change > make_interval(secs => %s)", (self.limit,)).fetchall()
-        for row in rows:
-            self.seen.setdefault(int(row[0]), row)
-
-    def problems(self) -> list[str]:
-        return [f"I7 backend idle in transaction > {self.limit} s: {row}"
-                for row in self.seen.values()]
-
 
 def check_worker_logs(workers: Iterable[WorkerProcess]) -> list[str]:
     """I4 from the logs: at most one applied completion per task over all

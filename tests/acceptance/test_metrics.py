@@ -33,6 +33,8 @@ NAMES = [
     "flowworker_queue_depth",
     "flowworker_listener_up",
 ]
+# What flowworker_db_reconnects_total counts, as logged.
+RECONNECT_EVENTS = ("db.reconnecting", "worker.heartbeat_missed", "listener.lost")
 
 
 def status(url: str) -> int:
@@ -133,5 +135,15 @@ def test_metrics_move_and_readyz_follows_the_database(
                message=lambda: "/readyz 200 once the database is back\n" + worker.tail())
     assert metric(scrape(base), "flowworker_listener_up") == 1
     assert worker.alive()
+
+    # Every reconnect the worker logged is counted, whichever part it was.
+    def reconnects_logged() -> int:
+        return sum(len(worker.find(name)) for name in RECONNECT_EVENTS)
+
+    wait_until(lambda: metric(scrape(base), "flowworker_db_reconnects_total")
+               == reconnects_logged() > 0, timeout=10, message=lambda: (
+                   f"flowworker_db_reconnects_total "
+                   f"{metric(scrape(base), 'flowworker_db_reconnects_total')} to equal the "
+                   f"{reconnects_logged()} reconnects logged"))
     again = db.start_runs("flaky", [{}])
     assert db.wait_runs(again, timeout=15, workers=[worker]) == {"completed": 1}

@@ -142,6 +142,9 @@ def test_overrunning_handlers_are_handed_back_on_a_second_signal_or_the_timeout(
             f"{task}")
     assert len(stubborn.find("task.released")) == 3
     assert not stubborn.find("task.failed"), "handing back is not a failure"
+    # Only handler threads count: the three blocked in `gated_sync`.
+    abandoned = [event["count"] for event in stubborn.find("worker.abandoned_threads")]
+    assert abandoned == ([3] if flow == "gated_sync" else []), stubborn.tail()
     assert_stopped_cleanly(db, stubborn)
 
     gate.touch()

@@ -21,6 +21,10 @@ every execution in the effect ledger (tests/apps/ledger.py) unless noted.
 - `s4`: one real step; the tests add steps `stray` and `system` to the
   database definition (not to the code) while a worker runs (S4, B2).
 - `secret`: echoes a secret, or fails with it in the exception (S5).
+- `redo`: `work` reads the code version deployed when it starts (a file) and
+  waits for that version's gate, then `join` (R6: a zombie of a retried run).
+- `halt`: a root map step whose elements wait for a gate, then `total` (R7:
+  kill -9 while the run is paused and resumed).
 """
 
 from __future__ import annotations
@@ -275,3 +279,42 @@ async def leak(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
     if flow_input.get("fail"):
         raise RuntimeError(f"could not log in with password {flow_input['secret']}")
     return {"echo": flow_input["secret"]}
+
+
+# ---------------------------------------------------------------- redo (R6)
+
+redo = Flow("redo", max_attempts=3, base_delay=0, timeout=20)
+
+
+@redo.step(slug="work")
+async def redo_work(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Which code ran is the version file's content when the handler started:
+    an attempt started before a fix answers with the old version."""
+    await arecord(ctx)
+    version = Path(flow_input["version"]).read_text().strip()  # noqa: ASYNC240 - a few bytes
+    await await_gate(Path(flow_input["gates"]) / f"open-{version}")
+    return {"version": version, "pid": os.getpid(), "attempt": ctx.attempt}
+
+
+@redo.step(slug="join", depends_on=["work"])
+async def redo_join(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"work": deps["work"]}
+
+
+# ---------------------------------------------------------------- halt (R7)
+
+halt = Flow("halt", max_attempts=3, base_delay=0, timeout=5)
+
+
+@halt.map(slug="part")
+async def halt_part(item: dict[str, Any], ctx: Context) -> int:
+    await arecord(ctx)
+    await await_gate(Path(item["gate"]))
+    return int(item["i"])
+
+
+@halt.step(slug="total", depends_on=["part"])
+async def halt_total(deps: dict[str, Any], ctx: Context) -> int:
+    await arecord(ctx)
+    return sum(deps["part"])

@@ -10,6 +10,14 @@ in the effect ledger (tests/apps/ledger.py) before doing anything else.
 - `timeout_async`, `timeout_sync`: one step that always overruns its 1 s timeout.
 - `ping`: one no-op step, for latency.
 - `flaky`: fails its first attempt, then succeeds.
+- `checkout`: handler control (Fail, RetryAfter, retry_on, a typed input).
+- `repair`: fetch -> (pack, a map | charge) -> ship; one element of `pack`
+  fails while the file named `broken` in the flow input exists (the bug a
+  fix deploys away), so that a failed run can be retried.
+- `parcel`: pick -> post, two quick steps (a paused flow).
+- `webhook`: order -> paid (a wait step, 60 s timeout) -> ship.
+- `approval`: draft -> review (an approval gate: approve | reject, reject
+  fails the run) -> publish, which returns the decision it got.
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from flowworker import Context, Flow
+import pydantic
+
+from flowworker import Context, Fail, Flow, RetryAfter
 from tests.apps.ledger import arecord, await_gate, gate_of, record, record_soon, wait_gate
 
 SYNC_GATE_MAX_SECONDS = 120.0
@@ -173,3 +184,122 @@ async def wobble(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
     if ctx.attempt == 1:
         raise RuntimeError("the first attempt fails on purpose")
     return {"attempt": ctx.attempt}
+
+
+# ---------------------------------------------------------------- control
+
+class Charge(pydantic.BaseModel):
+    """What `checkout`'s root step declares its input to be."""
+
+    amount: int
+    card: str
+
+
+checkout = Flow("checkout", max_attempts=3, base_delay=1, timeout=10)
+
+
+@checkout.step(retry_on=ConnectionError)
+async def pay(charge: Charge, ctx: Context) -> dict[str, Any]:
+    """Handler control: `Fail` for a declined card (no retry), `RetryAfter`
+    once for a rate-limited one, a typed input checked before the call."""
+    await arecord(ctx)
+    if charge.card == "declined":
+        raise Fail("card declined")
+    if charge.card == "limited" and ctx.attempt == 1:
+        raise RetryAfter(2, "rate limited")
+    if charge.card == "broken":
+        raise KeyError("not retried: the step retries only ConnectionError")
+    return {"paid": charge.amount, "attempt": ctx.attempt}
+
+
+# ---------------------------------------------------------------- repair (retry_run)
+
+repair = Flow("repair", max_attempts=2, base_delay=0, timeout=3)
+
+
+def _broken(flow_input: dict[str, Any]) -> bool:
+    """The bug is still deployed while the file named in the input exists."""
+    return Path(flow_input["broken"]).exists()
+
+
+@repair.step(slug="fetch")
+async def repair_fetch(flow_input: dict[str, Any], ctx: Context) -> list[int]:
+    await arecord(ctx)
+    n = int(flow_input["n"])
+    return [n, n + 1, n + 2]
+
+
+@repair.map(slug="pack", over="fetch")
+async def repair_pack(item: int, ctx: Context) -> int:
+    await arecord(ctx)
+    if item == int(ctx.flow_input["n"]) + 1 and _broken(ctx.flow_input):
+        raise RuntimeError("the packing station is down")
+    return 10 * item
+
+
+@repair.step(slug="charge", depends_on=["fetch"])
+def repair_charge(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    record(ctx)
+    return {"charged": sum(deps["fetch"])}
+
+
+@repair.step(slug="ship", depends_on=["pack", "charge"])
+async def repair_ship(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"packed": deps["pack"], "charged": deps["charge"]["charged"]}
+
+
+# ---------------------------------------------------------------- parcel (pause_flow)
+
+parcel = Flow("parcel", max_attempts=3, base_delay=1, timeout=5)
+
+
+@parcel.step(slug="pick")
+async def parcel_pick(flow_input: dict[str, Any], ctx: Context) -> int:
+    await arecord(ctx)
+    return int(flow_input["n"])
+
+
+@parcel.step(slug="post", depends_on=["pick"])
+async def parcel_post(deps: dict[str, Any], ctx: Context) -> int:
+    await arecord(ctx)
+    return 2 * int(deps["pick"])
+
+
+# ---------------------------------------------------------------- webhook, approval (waits)
+
+webhook = Flow("webhook", max_attempts=3, base_delay=1, timeout=5)
+
+
+@webhook.step(slug="order")
+async def webhook_order(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"order": flow_input["order"]}
+
+
+paid = webhook.wait("paid", depends_on=["order"], timeout=60)
+
+
+@webhook.step(slug="ship", depends_on=[paid])
+async def webhook_ship(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"shipped": deps["paid"]}
+
+
+approval = Flow("approval", max_attempts=3, base_delay=1, timeout=5)
+
+
+@approval.step(slug="draft")
+async def approval_draft(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"title": flow_input["title"]}
+
+
+review = approval.wait("review", depends_on=["draft"], options=["approve", "reject"],
+                       fail_on=["reject"])
+
+
+@approval.step(slug="publish", depends_on=[review])
+async def approval_publish(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"published": ctx.flow_input["title"], "decision": deps["review"]}

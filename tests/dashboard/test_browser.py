@@ -38,8 +38,11 @@ def test_a_failed_run_is_listed_and_its_page_draws_the_dag_and_the_error(
         expect(dag.locator('g[data-step="ship"]')).to_have_attribute("data-status", "cancelled")
         expect(dag.locator("path.edge")).to_have_count(2)
         expect(page.locator("#run-status")).to_have_text("failed")
-        expect(page.locator("tr[data-step=charge] pre.error-text")).to_have_text(
+        expect(page.locator("tr[data-step=charge] pre.error-text")).to_contain_text(
             "card declined\n  at charge()")
+        failed = page.locator("table.events tr", has_text="task.failed")
+        expect(failed).to_contain_text("card declined")
+        expect(page.locator("table.events")).to_contain_text("run.failed")
         screenshot(page, "run-failed")
 
 
@@ -77,6 +80,36 @@ def test_with_allow_actions_cancel_works_and_a_post_without_the_token_is_403(
         expect(page.locator("#action-cancel")).to_have_count(0)
         screenshot(page, "run-cancelled")
     assert run_status(url, run_id) == "cancelled"
+
+
+def test_with_allow_actions_retry_starts_a_failed_run_again(
+        url: str, dashboard: Dashboard, page: Page) -> None:
+    run_id = failed_run(url)
+    with dashboard("--allow-actions") as base:
+        page.goto(f"{base}/runs/{run_id}")
+        expect(page.locator("#action-cancel")).to_have_count(0)  # a failed run: no cancel
+        page.locator("#action-retry").click()
+        expect(page).to_have_url(f"{base}/runs/{run_id}?done=retry")
+        expect(page.locator("#run-status")).to_have_text("started")
+        expect(page.locator("table.events")).to_contain_text("run.retried")
+        expect(page.locator('svg.dag g[data-step="check"]')).to_have_attribute(
+            "data-status", "completed")  # completed steps keep their outputs
+        screenshot(page, "run-retried")
+    assert run_status(url, run_id) == "started"
+
+
+def test_with_allow_actions_pause_and_resume(url: str, dashboard: Dashboard,
+                                             page: Page) -> None:
+    run_id = started_run(url)
+    with dashboard("--allow-actions") as base:
+        page.goto(f"{base}/runs/{run_id}")
+        page.locator("#action-pause").click()
+        expect(page.locator("#run-status")).to_have_text("paused")
+        assert run_status(url, run_id) == "paused"
+        expect(page.locator("#action-pause")).to_have_count(0)
+        page.locator("#action-resume").click()
+        expect(page.locator("#run-status")).to_have_text("started")
+    assert run_status(url, run_id) == "started"
 
 
 def map_run(url: str) -> uuid.UUID:

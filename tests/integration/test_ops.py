@@ -51,13 +51,14 @@ def test_a_failed_run_in_detail(shop: psycopg.Connection) -> None:
     work(shop, "shop", fail_step="charge")
     detail = ops.show_run(shop, run_id)
     assert detail.run.status == "failed"
-    assert detail.run.error_message == "charge broke\nTraceback line 2"
+    assert detail.run.error_message == (
+        "step charge failed: attempt 1 of 1: charge broke\nTraceback line 2")
     assert detail.input == {"order": 1}
     assert detail.run.ended_at is not None
     steps = {s.step_slug: s for s in detail.steps}
     assert [s.step_slug for s in detail.steps] == ["check", "items", "pack", "charge", "ship"]
     assert steps["charge"].status == "failed"
-    assert steps["charge"].last_error == "charge broke\nTraceback line 2"
+    assert steps["charge"].last_error == "attempt 1 of 1: charge broke\nTraceback line 2"
     assert steps["charge"].attempts == 1
     assert steps["ship"].depends_on == ["charge", "pack"]
     assert steps["ship"].status == "cancelled"
@@ -91,7 +92,7 @@ def test_the_last_error_is_the_newest_of_any_task(conn: psycopg.Connection) -> N
         (task,) = claim(conn, "retry", batch_size=1)
         assert fail(conn, task, error) == "retry"
     steps = {s.step_slug: s for s in ops.show_run(conn, run_id).steps}
-    assert steps["each"].last_error == "late"
+    assert steps["each"].last_error == "attempt 1 of 3: late"
     assert steps["each"].attempts == 2
 
 

@@ -20,14 +20,13 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.acceptance.harness import (
     APP,
     Database,
-    IdleInTransactionSampler,
     Ledger,
     WorkerProcess,
     apply_flows,
-    check_invariants,
     check_worker_logs,
 )
 from tests.support.database import PgServer
+from tests.support.invariants import IdleInTransactionSampler, check_invariants
 
 Spawn = Callable[..., WorkerProcess]
 

@@ -1,13 +1,25 @@
-"""The compiler: deterministic SQL and one migration file per changed flow."""
+"""The compiler: deterministic SQL, one migration file per changed flow, and
+what changed since the last one."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from examples.orders import orders
 from flowworker import Context, Flow
-from flowworker.compiler import compile_flow, write_flow_file
+from flowworker.compiler import compile_flow, read_compiled, write_flow_file
+from flowworker.shape import (
+    FlowChange,
+    StepDefinition,
+    compare,
+    definition_of,
+    next_slug,
+    shape_difference,
+    shape_warning,
+)
 
 NOON = datetime(2024, 5, 6, 12, 0, 0, tzinfo=UTC)
 LATER = datetime(2024, 5, 6, 12, 0, 1, tzinfo=UTC)
@@ -114,3 +126,131 @@ def test_files_of_other_flows_do_not_count(tmp_path: Path) -> None:
     (tmp_path / "20240101000000_create_x_create_shop_flow.sql").write_text(EXPECTED)
     (tmp_path / "latest_create_shop_flow.sql").write_text(EXPECTED)
     assert write_flow_file(define(), tmp_path, now=NOON) is not None
+
+
+def test_a_file_in_the_same_second_sorts_after_the_newest(tmp_path: Path) -> None:
+    # Overwriting a file migrate may have applied would only be refused there.
+    first = write_flow_file(define(), tmp_path, now=NOON)
+    second = write_flow_file(define(timeout=45), tmp_path, now=NOON)
+    third = write_flow_file(define(timeout=46), tmp_path, now=NOON - timedelta(days=1))
+    assert [p.name[:14] for p in (first, second, third) if p] == [
+        "20240506120000", "20240506120001", "20240506120002"]
+    assert sorted(tmp_path.iterdir()) == [first, second, third]
+
+
+# ---------- Reading a compiled file back ----------
+
+def test_read_compiled_gives_back_the_definition() -> None:
+    for flow in (define(), define(extra_step=True), define(timeout=7), orders):
+        assert read_compiled(compile_flow(flow)) == definition_of(flow), flow
+
+
+def test_read_compiled_reads_the_files_compile_wrote_before() -> None:
+    definition = read_compiled(EXPECTED)
+    assert definition is not None
+    assert definition.options == (4, 2, 30)
+    assert definition.steps["each"] == StepDefinition("map", ("fetch",), (2, None, 5, None))
+    assert definition.steps["total"] == StepDefinition(
+        "single", ("each", "fetch"), (None, 0, None, 10))
+
+
+def test_read_compiled_refuses_other_text() -> None:
+    others = [
+        "",
+        "SELECT flowworker.create_flow('shop');",  # written by hand: options missing
+        EXPECTED.replace("COMMIT;", "SELECT 1;\nCOMMIT;"),
+        EXPECTED.replace("add_step('shop', 'fetch')", "add_step('other', 'fetch')"),
+        EXPECTED.replace("max_attempts => 2,", "max_attempts => 2, color => 3,"),
+        EXPECTED.replace("add_step('shop', 'fetch')", "add_step('shop', 'fetch', 'x')"),
+        EXPECTED.replace("BEGIN;", "BEGIN;\n" + EXPECTED.splitlines()[2]),  # twice
+    ]
+    for text in others:
+        assert read_compiled(text) is None, text
+
+
+# ---------- What changed ----------
+
+def changes(old: Flow, new: Flow) -> FlowChange:
+    return compare(definition_of(old), definition_of(new))
+
+
+def edited(flow: Flow, **steps: dict[str, Any]) -> Flow:
+    """A copy of flow with these fields of these steps replaced."""
+    copy = Flow(flow.slug, max_attempts=flow.max_attempts, base_delay=flow.base_delay,
+                timeout=flow.timeout)
+    for step in flow.steps.values():
+        copy.steps[step.slug] = replace(step, **steps.get(step.slug, {}))
+    return copy
+
+
+def test_options_only() -> None:
+    assert changes(define(), define(timeout=45)) == FlowChange((), ("timeout 30 -> 45",))
+    step_option = edited(define(), each={"timeout": None})
+    assert changes(define(), step_option).options == ("step 'each' timeout 5 -> unset",)
+
+
+def test_shape_changes_are_named_added_then_removed_then_rewired() -> None:
+    change = changes(define(extra_step=True), define())
+    assert change == FlowChange(("step 'over_input' removed",), (), removed=True)
+    rewired = edited(define(extra_step=True), total={"deps": ("fetch",), "step_type": "map"})
+    assert changes(define(), rewired) == FlowChange((
+        "step 'over_input' added",
+        "step 'total' is now map (was single)",
+        "step 'total' now depends on [fetch] (was [each, fetch])",
+    ), (), reshaped=True)
+
+
+def test_the_warning_says_what_the_database_will_do() -> None:
+    added = changes(define(), define(extra_step=True))
+    removed = changes(define(extra_step=True), define())
+    assert "migrate adds steps only while 'shop' has no runs (else exit 4)" in \
+        shape_warning("shop", "f.sql", added)
+    assert "a removed step stays in the database" in shape_warning("shop", "f.sql", removed)
+    reshaped = FlowChange(("step 'x' is now map (was single)",), (), reshaped=True)
+    assert ": migrate refuses it (exit 4). " in shape_warning("shop", "f.sql", reshaped)
+
+
+def test_next_slug() -> None:
+    assert next_slug("orders") == "orders_v2"
+    assert next_slug("orders_v2") == "orders_v3"
+    assert next_slug("orders_v19") == "orders_v20"
+    assert next_slug("v2") == "v2_v2"
+
+
+def test_a_worker_refusing_another_shape_says_the_way_forward() -> None:
+    rows = [{"step_slug": slug, "step_type": step.step_type, "deps": list(step.deps)}
+            for slug, step in define().steps.items()]
+    assert shape_difference(define(), rows) is None
+    message = shape_difference(define(extra_step=True), rows)
+    assert message == (
+        "flow 'shop': step 'over_input' is in the code but not the database; compile and "
+        "migrate the change, or, when the flow has runs, keep it as it was and give the new "
+        "shape a new slug, e.g. shop_v2 (docs/flows.md, \"Changing a flow\")")
+    assert shape_difference(define(), rows[:1]) is not None  # a step the database lacks
+    assert "step 'over_input' is in the database but not the code" in (
+        shape_difference(define(), [*rows, {"step_slug": "over_input", "step_type": "map",
+                                            "deps": []}]) or "")
+
+
+def test_wait_steps_and_gates_compile_and_read_back() -> None:
+    flow = Flow("approve")
+
+    @flow.step()
+    def charge(data: Any, ctx: Context) -> None: ...
+
+    flow.wait("paid", depends_on=[charge], timeout=86400)
+    flow.wait("review", depends_on=["paid"], options=["approve", "reject"], fail_on=["reject"])
+    sql = compile_flow(flow)
+    assert ("SELECT flowworker.add_step('approve', 'paid', deps => ARRAY['charge']::text[], "
+            "timeout => 86400, step_type => 'wait');") in sql
+    assert ("SELECT flowworker.add_step('approve', 'review', deps => ARRAY['paid']::text[], "
+            "step_type => 'wait', options => ARRAY['approve', 'reject']::text[], "
+            "fail_on => ARRAY['reject']::text[]);") in sql
+    assert read_compiled(sql) == definition_of(flow)
+    changed = Flow("approve")
+    changed.steps = dict(flow.steps)
+    changed.steps["review"] = replace(flow.steps["review"], options=("approve", "reject", "hold"))
+    change = compare(definition_of(flow), definition_of(changed))
+    assert change.shape == ()
+    assert change.options == ("step 'review' gate options ('approve', 'reject') -> "
+                              "('approve', 'reject', 'hold'), fail_on ('reject',) -> ('reject',)",)

@@ -249,3 +249,38 @@ def test_definition_errors_are_configuration_errors_with_exit_code_2() -> None:
     assert issubclass(DefinitionError, ConfigurationError)
     assert DefinitionError().exit_code == 2
     assert str(DefinitionError()) == "The flow definition is invalid."
+
+
+def test_a_wait_step_has_no_handler_and_is_a_dependency_like_any_step() -> None:
+    flow = Flow("approvals")
+
+    @flow.step()
+    def charge(data: Any, ctx: Context) -> None: ...
+
+    approved = flow.wait("approved", depends_on=[charge], timeout=3600)
+    review = flow.wait("review", depends_on=["approved"], options=["approve", "reject"],
+                       fail_on=["reject"])
+
+    @flow.step(depends_on=[approved, review])
+    def ship(deps: Any, ctx: Context) -> None: ...
+
+    assert (approved, review) == ("approved", "review")
+    step = flow.steps["review"]
+    assert (step.step_type, step.handler, step.deps) == ("wait", None, ("approved",))
+    assert (step.options, step.fail_on) == (("approve", "reject"), ("reject",))
+    assert flow.steps["ship"].deps == ("approved", "review")
+    assert flow.steps["approved"].timeout == 3600
+
+
+@pytest.mark.parametrize(("options", "fail_on", "message"), [
+    ([], None, "options must not be empty"),
+    (["ok"], ["no"], r"fail_on \['no'\] must be some of its options \['ok'\]"),
+    (None, ["no"], r"fail_on \['no'\] must be some of its options \[\]"),
+    (["Not OK"], None, "invalid option of flow 'gates': wait step 'g'"),
+])
+def test_bad_gates_are_refused_naming_the_step(options: list[str] | None,
+                                              fail_on: list[str] | None, message: str) -> None:
+    flow = Flow("gates")
+    with pytest.raises(DefinitionError, match=message):
+        flow.wait("g", options=options, fail_on=fail_on)
+    assert flow.steps == {}

@@ -77,13 +77,56 @@ def test_the_working_directory_is_importable(tmp_path: Path,
     assert list(load_flows(name)) == ["here"]
 
 
-def test_a_missing_module_is_an_app_import_error_of_one_line() -> None:
+def test_a_missing_module_is_an_app_import_error_of_one_line(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
     with pytest.raises(AppImportError) as info:
         load_flows("no_such_package_xyz.flows")
     message = str(info.value)
-    assert message == ("cannot import application module 'no_such_package_xyz.flows': "
-                       "No module named 'no_such_package_xyz'")
+    assert message == (
+        "cannot import application module 'no_such_package_xyz.flows': "
+        "No module named 'no_such_package_xyz' "
+        f"(looked in the working directory {tmp_path} and PYTHONPATH=/somewhere/else; run "
+        "from the folder that holds 'no_such_package_xyz', or add that folder to PYTHONPATH)")
     assert info.value.exit_code == 2
+
+
+def test_a_module_that_imports_a_missing_one_names_only_that(
+        write_module: WriteModule) -> None:
+    name = write_module("import no_such_dependency_xyz\n")
+    with pytest.raises(AppImportError) as info:
+        load_flows(name)
+    assert str(info.value) == (f"cannot import application module {name!r}: "
+                               "No module named 'no_such_dependency_xyz'")
+
+
+@pytest.mark.parametrize(("given", "suggested"), [
+    ("myapp/flows.py", "try --app myapp.flows"),
+    ("./myapp/flows.py", "try --app myapp.flows"),
+    ("myapp/flows", "try --app myapp.flows"),
+    ("flows.py", "try --app flows"),
+])
+def test_a_file_path_suggests_the_dotted_name(
+        given: str, suggested: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AppImportError) as info:
+        load_flows(given)
+    assert str(info.value) == (f"--app {given!r} is a file path, but --app (FLOWWORKER_APP) "
+                               f"takes a module name: {suggested}")
+
+
+def test_a_path_elsewhere_suggests_pythonpath_above_its_packages(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    package = tmp_path / "project" / "myapp"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(AppImportError, match=rf"try PYTHONPATH={tmp_path / 'project'} "
+                                             r"--app myapp\.flows$"):
+        load_flows(str(package / "flows.py"))
 
 
 def test_an_exception_while_importing_becomes_one_line(write_module: WriteModule) -> None:
@@ -149,6 +192,8 @@ def test_select_flows(write_module: WriteModule) -> None:
     flows = load_flows(write_module(TWO_FLOWS))
     assert [f.slug for f in select_flows(flows, None)] == list(flows)
     assert [f.slug for f in select_flows(flows, ["second"])] == ["second"]
-    with pytest.raises(ConfigurationError, match=r"unknown flow 'third'; the app defines: "
-                                                 r"first, second"):
+    with pytest.raises(ConfigurationError, match=r"^unknown flow 'third' \(--flow\); the app "
+                                                 r"defines: first, second$"):
         select_flows(flows, ["second", "third"])
+    with pytest.raises(ConfigurationError, match=r"^unknown flow 'third' \(FLOWWORKER_FLOWS\);"):
+        select_flows(flows, ["third"], "FLOWWORKER_FLOWS")

@@ -72,3 +72,5 @@ class Outcome:
     output_json: str | None = None
     error: str | None = None
     duration: float = 0.0
+    retry_after: int | None = None  # seconds until the retry, instead of the backoff
+    final: bool = False  # fail the task now, whatever attempts are left

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, Literal, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 from uuid import UUID
 
 import anyio
@@ -37,9 +38,11 @@ class Completer:
     def __init__(self, db: Queries, outcomes: OutcomeQueue,
                  settle: Callable[[ClaimedTask], None],
                  run_failed: Callable[[UUID], None],
-                 give_up: Callable[[], bool] = lambda: False) -> None:
+                 give_up: Callable[[], bool] = lambda: False,
+                 seconds_to_give_up: Callable[[], float] = lambda: math.inf) -> None:
         self.db = db
         self.give_up = give_up
+        self.seconds_to_give_up = seconds_to_give_up
         self.outcomes = outcomes
         self.settle = settle
         self.run_failed = run_failed
@@ -89,7 +92,10 @@ class Completer:
             if not self._busy:
                 return await self.outcomes.take(MAX_BATCH)
             fresh: list[Outcome] = []
-            with anyio.move_on_after(self._busy_due - anyio.current_time()):
+            # Past the give-up time nothing deferred is sent again: do not sit
+            # out the rest of a backoff (up to BUSY_RETRY_CAP) before exiting.
+            wait = min(self._busy_due - anyio.current_time(), self.seconds_to_give_up())
+            with anyio.move_on_after(wait):
                 fresh = await self.outcomes.take(MAX_BATCH - len(self._busy))
                 if not fresh:  # closed: nothing new will come, wait for the due time
                     await anyio.sleep_forever()
@@ -127,13 +133,18 @@ class Completer:
             return await self._ack_one_by_one(acks, exc)
         completed: Counter[tuple[str, str]] = Counter()
         busy: list[Outcome] = []
-        for outcome, result in zip(acks, results, strict=True):
+        ended: set[UUID] = set()
+        for outcome, row in zip(acks, results, strict=True):
+            result: AckResult = row["result"]
             if result == "busy":
                 busy.append(outcome)
                 continue
             if result == "completed":
                 completed[outcome.task.flow.slug, outcome.task.step_slug] += 1
             self._report(outcome, result)
+            if row["run_status"] is not None and outcome.task.run_id not in ended:
+                ended.add(outcome.task.run_id)
+                _report_run(outcome.task, row)
         for (flow, step), count in completed.items():  # one locked increment per step
             metrics.for_step(flow, step).completed.inc(count)
         return busy
@@ -156,14 +167,17 @@ class Completer:
         outcome.error = f"output refused by the database: {exc}"
         return await self._ack([outcome])
 
-    async def _ack_call(self, acks: list[Outcome]) -> list[AckResult]:
+    async def _ack_call(self, acks: list[Outcome]) -> list[Mapping[str, Any]]:
+        """ack_tasks' rows (result, and how the outcome's run ended, if it did
+        in this call), in the order of acks."""
         rows = await self.db.fetch(
             "ack_tasks",
             [o.task.run_id for o in acks], [o.task.step_slug for o in acks],
             [o.task.task_index for o in acks], [o.task.attempt for o in acks],
             [o.output_json for o in acks], [o.error for o in acks],
-            [o.task.worker_id for o in acks])
-        by_position = {row["ord"]: cast(AckResult, row["result"]) for row in rows}
+            [o.task.worker_id for o in acks], [o.retry_after for o in acks],
+            [o.final for o in acks], logs.enabled(logging.INFO))
+        by_position = {row["ord"]: row for row in rows}
         return [by_position[i + 1] for i in range(len(acks))]
 
     async def _release(self, tasks: list[ClaimedTask]) -> None:
@@ -184,10 +198,11 @@ class Completer:
             metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, "stale").inc()
             logs.event("task.stale", **self._fields(outcome))
         else:
-            label = "timeout" if outcome.kind == "timeout" else _FAILED_OUTCOME[result]
+            label = ("timeout" if outcome.kind == "timeout"
+                     else "fail" if outcome.final else _FAILED_OUTCOME[result])
             metrics.TASKS_FAILED.labels(task.flow.slug, task.step_slug, label).inc()
             error_type = (outcome.error or "").split(":", 1)[0]
-            logs.event("task.failed", outcome=label, result=result, error_type=error_type,
+            logs.event("task.failed", outcome=label, error_type=error_type,
                        **self._fields(outcome))
             if result == "failed":
                 self.run_failed(task.run_id)
@@ -195,3 +210,12 @@ class Completer:
     @staticmethod
     def _fields(outcome: Outcome) -> dict[str, Any]:
         return {**outcome.task.fields(), "duration_ms": round(outcome.duration * 1000, 3)}
+
+
+def _report_run(task: ClaimedTask, row: Mapping[str, Any]) -> None:
+    """run.completed / run.failed: one INFO event per run that ended."""
+    fields: dict[str, Any] = {"flow": task.flow.slug, "run_id": str(task.run_id),
+                              "duration_ms": round(row["run_seconds"] * 1000, 3)}
+    if row["run_status"] == "failed":
+        fields["step"] = row["run_failed_step"]
+    logs.event(f"run.{row['run_status']}", **fields)

@@ -13,8 +13,7 @@ from urllib.parse import quote, urlencode
 import anyio
 import asyncpg
 
-from flowworker import dburl, logs, metrics
-from flowworker.errors import DatabaseUnreachableError
+from flowworker import connect_errors, dburl, logs, metrics
 from flowworker.schema import queries
 
 T = TypeVar("T")
@@ -160,8 +159,7 @@ class Database:
         except ValueError as exc:  # asyncpg.ClientConfigurationError among them
             raise dburl.invalid(str(exc), self.url) from None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DatabaseUnreachableError(
-                f"database unreachable: {dburl.redact(str(exc), self.url)}") from None
+            raise connect_errors.from_asyncpg(self.url, exc) from None
 
     async def close(self, patience: float = 5.0) -> None:
         if self._pool is not None:

@@ -16,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+import pydantic
 
-from flowworker import logs, metrics
+from flowworker import inputs, logs, metrics
+from flowworker.control import Fail, RetryAfter
+from flowworker.daemon import tracing
 from flowworker.daemon.claims import ClaimedTask, Outcome
 from flowworker.daemon.db_asyncpg import UndecodableJson
 from flowworker.daemon.inflight import InFlight
@@ -137,6 +140,8 @@ class Executor:
         try:
             if self.stopping() or task.cancel_reason is not None:
                 outcome = Outcome(task, task.cancel_reason or "release")
+            elif tracing.ENABLED:
+                outcome = await tracing.traced(task, execute(task, self.limits))
             else:
                 outcome = await execute(task, self.limits)
         finally:
@@ -191,78 +196,114 @@ async def execute(task: ClaimedTask, limits: Limits) -> Outcome:
     and its late result ignored. A cancel for shutdown or a finished run
     (ClaimedTask.cancel) is reported as `release` or `discard`, not as a failure.
     """
-    step = task.flow.steps.get(task.step_slug)
-    problem = _undecodable(task)
-    if step is None:
-        problem = f"no handler registered for step {task.step_slug!r} of flow {task.flow.slug!r}"
-    if step is None or problem:
-        return Outcome(task, "error", error=problem)
+    ready = _prepare(task)
+    if isinstance(ready, Outcome):
+        return ready
+    step, handler_input = ready
     began = time.monotonic()
     try:
-        result, error, timed_out = await _run_handler(task, step, limits)
+        done = await _run_handler(task, step, handler_input, limits)
     except asyncio.CancelledError:
         if task.cancel_reason is None:
             raise  # not ours: the worker itself is being torn down
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
-        result, error, timed_out = None, None, False
+        done = _Done()
     duration = time.monotonic() - began
     if task.started:
         metrics.for_step(task.flow.slug, task.step_slug).duration.observe(duration)
     if task.cancel_reason is not None:
         return Outcome(task, task.cancel_reason, duration=duration)
-    if timed_out:
+    if done.timed_out:
         return Outcome(task, "timeout", duration=duration,
-                       error=f"timeout: the handler ran longer than {task.timeout} s")
-    output_json = None
-    if error is None:
-        output_json, error = _serialise(result, limits.max_output_bytes)
+                       error=f"timeout: the handler ran longer than {task.timeout} s",
+                       final=not step.retries(TimeoutError()))
+    if done.error is not None:
+        return Outcome(task, "error", error=done.error, duration=duration,
+                       retry_after=done.retry_after, final=done.final)
+    output_json, error = _serialise(done.result, limits.max_output_bytes)
     if error is not None:
         return Outcome(task, "error", error=error, duration=duration)
     return Outcome(task, "completed", output_json=output_json, duration=duration)
 
 
-async def _run_handler(task: ClaimedTask, step: Step,
-                       limits: Limits) -> tuple[object, str | None, bool]:
-    """(result, error text, timed out) of one handler call.
+def _prepare(task: ClaimedTask) -> tuple[Step, object] | Outcome:
+    """The step and the handler's input (checked when the handler declares its
+    type); or the failed outcome when there is no handler or no usable input."""
+    step = task.flow.steps.get(task.step_slug)
+    if step is None or step.handler is None:
+        return Outcome(task, "error", error=f"no handler registered for step "
+                                            f"{task.step_slug!r} of flow {task.flow.slug!r}")
+    problem = _undecodable(task)
+    if problem:
+        return Outcome(task, "error", error=problem)
+    if step.input_adapter is None:
+        return step, task.input
+    try:
+        return step, step.input_adapter.validate_python(task.input)
+    except pydantic.ValidationError as exc:  # another attempt would not fix it
+        return Outcome(task, "error", error=inputs.describe(exc), final=True)
+
+
+@dataclass(slots=True)
+class _Done:
+    """How a handler call ended."""
+
+    result: object = None
+    error: str | None = None
+    timed_out: bool = False
+    retry_after: int | None = None  # the handler raised RetryAfter
+    final: bool = False  # Fail, or an exception the step does not retry
+
+
+def _failed(step: Step, exc: Exception) -> _Done:
+    if isinstance(exc, RetryAfter):
+        return _Done(error=_describe(exc), retry_after=exc.seconds)
+    return _Done(error=_describe(exc), final=isinstance(exc, Fail) or not step.retries(exc))
+
+
+async def _run_handler(task: ClaimedTask, step: Step, handler_input: object,
+                       limits: Limits) -> _Done:
+    """How one handler call ended.
 
     A plain `def` handler first waits for a thread; until it has one it has
     not started, so a shutdown hands it back instead of waiting for it.
     """
     if step.is_async:
-        return await _call(task, step, limits)
+        return await _call(task, step, handler_input, limits)
     await limits.threads.acquire(task)
-    return await _call(task, step, limits)
+    return await _call(task, step, handler_input, limits)
 
 
-async def _call(task: ClaimedTask, step: Step,
-                limits: Limits) -> tuple[object, str | None, bool]:
+async def _call(task: ClaimedTask, step: Step, handler_input: object,
+                limits: Limits) -> _Done:
     if task.cancel_reason is not None:
         if not step.is_async:
             limits.threads.limiter.release_on_behalf_of(task)
-        return None, None, False  # cancelled while it waited for a thread
+        return _Done()  # cancelled while it waited for a thread
     task.started = True
     metrics.for_step(task.flow.slug, task.step_slug).started.inc()
     if logs.enabled(logging.DEBUG):
         logs.event("task.started", logging.DEBUG, **task.fields())
     ctx = _context(task)
-    result: object = None
-    error: str | None = None
+    done = _Done()
     # The worker's timeout sweep cancels the handler once this has passed:
     # one check per tick for all tasks, instead of a timer each.
     task.deadline = time.monotonic() + task.timeout
+    handler = step.handler
+    assert handler is not None  # _prepare refused a step without one (a wait step)
     try:
         if step.is_async:
-            result = await step.handler(task.input, ctx)
+            done.result = await handler(handler_input, ctx)
         else:
-            result = await limits.threads.run(
-                task, functools.partial(step.handler, task.input, ctx))
+            done.result = await limits.threads.run(
+                task, functools.partial(handler, handler_input, ctx))
     except asyncio.CancelledError:
         if not task.timed_out or task.cancel_reason is not None:
             raise
-    except Exception as exc:  # a handler's error fails its attempt
-        error = _describe(exc)
+    except Exception as exc:  # a handler's error fails its attempt (or its task)
+        done = _failed(step, exc)
     finally:
         task.deadline = None
     if task.timed_out:
@@ -270,5 +311,5 @@ async def _call(task: ClaimedTask, step: Step,
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
-        return None, None, True
-    return result, error, False
+        return _Done(timed_out=True)
+    return done

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 import anyio
 import asyncpg
 
-from flowworker import logs, metrics
+from flowworker import connect_errors, logs, metrics
 from flowworker.daemon.db_asyncpg import ConnectionLostError, backoff, connect, is_retryable
-from flowworker.errors import ConfigurationError
+from flowworker.errors import ConfigurationError, DatabaseRefusedError
 
 CHECK_INTERVAL = 2.0  # seconds between liveness checks of the LISTEN connection
 CHECK_TIMEOUT = 3.0
@@ -49,12 +49,14 @@ class Listener:
             try:
                 await self._listen_until_lost()
                 if self.available:
+                    metrics.DB_RECONNECTS.inc()
                     logs.event("listener.lost", error="connection closed")
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
                 self._set_up(False)
-                logs.event("listener.lost", error=type(exc).__name__)
+                metrics.DB_RECONNECTS.inc()
+                logs.event("listener.lost", error=type(exc.__cause__ or exc).__name__)
                 await anyio.sleep(backoff(self._attempt))
                 self._attempt += 1
 
@@ -64,8 +66,14 @@ class Listener:
                                  statement_cache_size=self.statement_cache_size,
                                  command_timeout=self.command_timeout,
                                  server_settings={"application_name": "flowworker-listener"})
-        except Exception as exc:  # refused, restarting, not allowed: wait it out
-            raise ConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            problem = connect_errors.from_asyncpg(self.url, exc)
+            if isinstance(problem, DatabaseRefusedError) and not self.settled.is_set():
+                # No such database or role before the first LISTEN: the URL is
+                # wrong, and waiting will not mend it. Later (a password rotated
+                # under a running worker) it is waited out like the pool's.
+                raise problem from None
+            raise ConnectionLostError(str(problem)) from exc  # restarting, refused: wait
         # A connection the server ends is down at once, not at the next check.
         lost = anyio.Event()
 

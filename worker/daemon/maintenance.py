@@ -42,6 +42,7 @@ async def heartbeat(db: Queries, worker_ids: Mapping[str, UUID], interval: float
         except Exception as exc:
             if not is_retryable(exc):
                 raise
+            metrics.DB_RECONNECTS.inc()
             logs.event("worker.heartbeat_missed", error=type(exc).__name__)
         await anyio.sleep(interval)
 
@@ -82,7 +83,7 @@ async def signals(shutdown: Shutdown, held: Callable[[], int]) -> None:
 
 async def drain_watch(db: Queries, flow_slugs: list[str], inflight: InFlight,
                       producers_idle: Callable[[], bool], shutdown: Shutdown) -> None:
-    """--drain: stop once nothing is held and the queues are empty."""
+    """--drain: stop once nothing is held and the queues hold nothing runnable."""
     while not shutdown.stopping:
         await anyio.sleep(DRAIN_CHECK_INTERVAL)
         if len(inflight) or not producers_idle():
@@ -90,13 +91,22 @@ async def drain_watch(db: Queries, flow_slugs: list[str], inflight: InFlight,
         try:
             depth = 0
             for slug in flow_slugs:
-                depth += (await db.fetch("queue_metrics", slug))[0]["queue_length"]
+                depth += await _runnable(db, slug)
         except Exception as exc:
             if not is_retryable(exc):
                 raise
             continue
         if depth == 0 and not len(inflight):
             shutdown.begin("drained", 0)
+
+
+async def _runnable(db: Queries, slug: str) -> int:
+    """Messages that a worker will claim some day: not those of a paused run
+    or a paused flow (they wait for resume, which --drain does not)."""
+    if await db.fetchval("flow_paused", slug):
+        return 0
+    row = (await db.fetch("queue_metrics", slug))[0]
+    return int(row["queue_length"] - row["paused_length"])
 
 
 async def loop_lag(interval: float = 0.25, warn_after: float = 0.5) -> None:

@@ -152,6 +152,7 @@ class Producer:
             # the database refuses is tried again after a longer while:
             # whatever it is, it must not end the worker.
             if is_retryable(exc):
+                metrics.DB_RECONNECTS.inc()
                 logs.event("db.reconnecting", what="start_tasks", error=type(exc).__name__)
                 return None, RECONNECT_BACKOFF_CAP
             if isinstance(exc, asyncpg.PostgresError):

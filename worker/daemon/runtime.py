@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import functools
 import gc
+import logging
 import os
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,9 +34,10 @@ from flowworker.daemon.slots import Slots
 from flowworker.dsl import Flow
 from flowworker.errors import ConfigurationError, FlowworkerError
 from flowworker.registry import load_flows, select_flows
-from flowworker.settings import Settings
+from flowworker.settings import Settings, unknown_variables
 
 POOL_SIZE = 3  # claims, acknowledgements, bookkeeping; the listener has its own
+IDLE_THREADS_PATIENCE = 1.0  # seconds for idle pool threads to end at exit
 
 
 class Worker:
@@ -48,6 +51,7 @@ class Worker:
         self.db = Database(settings.database_url, pool_size, settings.command_timeout,
                            settings.statement_cache_size)
         self.worker_ids = {flow.slug: uuid.uuid4() for flow in flows}
+        self.handler_threads: HandlerThreads | None = None  # made in _serve
         self.inflight = InFlight()
         # Producers wake on their flow's NOTIFY; the listener is made before them.
         self._wakers: dict[str, Callable[[], None]] = {}
@@ -96,13 +100,14 @@ class Worker:
         s = self.settings
         slots = Slots(s.concurrency)
         outcomes = OutcomeQueue(s.concurrency * 2)
-        threads = HandlerThreads(s.sync_threads or s.concurrency, slots.give)
+        threads = self.handler_threads = HandlerThreads(s.sync_threads or s.concurrency,
+                                                        slots.give)
         metrics.THREADS_OVERRUNNING.set_function(lambda: threads.overrunning)
         executor = Executor(self.inflight, slots, outcomes, Limits(threads, max_output_bytes),
                             lambda: shutdown.stopping)
         completer = Completer(self.db, outcomes, self.inflight.settle,
                               lambda run_id: self.inflight.cancel_runs([run_id]),
-                              shutdown.give_up)
+                              shutdown.give_up, shutdown.seconds_to_give_up)
         flow_inputs = FlowInputs(lambda run_ids: self.db.fetch("run_inputs", run_ids))
 
         def notify_works() -> bool:
@@ -171,7 +176,10 @@ def _backend_options() -> dict[str, bool]:
 def run_worker(settings: Settings) -> None:
     """Entry point of `flowworker run`; raises FlowworkerError for the CLI."""
     logs.configure(settings.log_format, settings.log_level)
-    flows = select_flows(load_flows(settings.app), settings.flows)
+    for text in unknown_variables():  # an event like any other: JSON when the logs are
+        logs.event("settings.unknown_variable", logging.WARNING, warning=text)
+    flows = select_flows(load_flows(settings.app), settings.flows,
+                         settings.origin("flows") or "--flow")
     worker = Worker(settings, flows)
     # Everything loaded so far (flowworker, its libraries, the user's app)
     # lives as long as the process: keep the collector from walking it again
@@ -179,7 +187,8 @@ def run_worker(settings: Settings) -> None:
     gc.freeze()
     try:
         anyio.run(worker.run, backend="asyncio", backend_options=_backend_options())
-        _exit_past_abandoned_threads()
+        threads = worker.handler_threads
+        _exit_past_abandoned_threads(threads.overrunning if threads else 0)
     except Exception as exc:  # every way out becomes one line and an exit code
         first = _first_error(exc)
         if isinstance(first, FlowworkerError):
@@ -193,16 +202,28 @@ def run_worker(settings: Settings) -> None:
         raise FlowworkerError(f"worker crashed: {type(first).__name__}: {first}") from None
 
 
-def _exit_past_abandoned_threads() -> None:
+def _exit_past_abandoned_threads(overrunning: int) -> None:
     """Plain-def handlers abandoned at their timeout or at shutdown may still
-    block in their threads; their outcomes are settled, so do not wait."""
-    stuck = [t for t in threading.enumerate()
-             if t.is_alive() and not t.daemon and t is not threading.main_thread()]
-    if stuck:
-        logs.event("worker.abandoned_threads", count=len(stuck))
+    block in their threads; their outcomes are settled, so do not wait.
+
+    Only those `overrunning` handler threads are reported. anyio's idle pool
+    threads were told to stop when the event loop ended and are on their way
+    out: they get a moment to finish. Whatever still runs then (a handler's
+    thread, or one the app started) is not waited for either."""
+    if overrunning:
+        logs.event("worker.abandoned_threads", count=overrunning)
+    deadline = time.monotonic() + (0 if overrunning else IDLE_THREADS_PATIENCE)
+    for thread in _non_daemon_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if _non_daemon_threads():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _non_daemon_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t.is_alive() and not t.daemon and t is not threading.main_thread()]
 
 
 def _first_error(exc: BaseException) -> BaseException:

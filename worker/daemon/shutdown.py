@@ -49,6 +49,12 @@ class Shutdown:
         """Whether outcomes the database cannot take now are to be dropped."""
         return self.skip_wait.is_set() or time.monotonic() > self._give_up_at
 
+    def seconds_to_give_up(self) -> float:
+        """How long until give_up() turns true (inf while not stopping)."""
+        if self.skip_wait.is_set():
+            return 0.0
+        return max(0.0, self._give_up_at - time.monotonic())
+
     async def drain(self, inflight: InFlight, slots: Slots) -> None:
         """Hand back what has not started, give running handlers the
         shutdown timeout (or until a second signal), then hand back the rest."""

@@ -45,13 +45,14 @@ async def check_database(db: Queries, flows: list[Flow]) -> int:
 
 
 async def register(db: Queries, worker_ids: Mapping[str, UUID]) -> list[UUID]:
-    """One worker row per flow; the ids registered (to mark stopped later)."""
+    """One worker row per flow, each logged; the ids registered (to mark
+    stopped later)."""
     registered = []
     for slug, worker_id in worker_ids.items():
         await db.fetchval("register_worker", worker_id, slug, socket.gethostname(), os.getpid())
         registered.append(worker_id)
-    logs.event("worker.started", worker_id=[str(w) for w in registered],
-               flows=list(worker_ids), pid=os.getpid())
+        # One event per worker row: the flow and its worker_id side by side.
+        logs.event("worker.started", flow=slug, worker_id=str(worker_id), pid=os.getpid())
     return registered
 
 

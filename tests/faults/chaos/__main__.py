@@ -79,11 +79,16 @@ def document(began: str, crash: crashes.CrashReport | None,
         "",
         "Every 20-60 s (at random) `pg_ctl stop -m immediate` and start again (crash "
         "recovery); every 10-30 s a random worker gets kill -9 and a supervisor starts a "
-        "new one; a producer starts runs of the `chaos` flow (fetch -> double | items -> "
-        "each (map) -> combine) the whole time. Then the load stops, the workers drain, "
-        "and the audit runs: every started run terminal and, if completed, with the "
-        "expected output; no claim (task, attempt) executed twice; one applied completion "
-        "per task in the workers' logs; I1-I6.",
+        "new one; producers start runs of the `chaos` flow (fetch -> double | items -> "
+        "each (map) -> combine) and of `chaos_wait` (order -> approve, a wait step -> "
+        "settle) the whole time. Meanwhile runs are steered as operators and webhooks "
+        "would: random runs paused and resumed 1-5 s later, now and then a whole flow "
+        "paused for 2-4 s, and every wait signalled by two signallers racing each other "
+        "(one by run and step, one by token). Then the load stops, whatever is paused is "
+        "resumed, the workers drain, and the audit runs: every started run terminal (a "
+        "paused run is not) and, if completed, with the expected output (for `chaos_wait`, "
+        "the signal's payload); no wait signalled twice; no claim (task, attempt) executed "
+        "twice; one applied completion per task in the workers' logs; I1-I6.",
         "",
     ]
     lines += crashes.summary(crash) if crash else ["Not run (CHAOS_MINUTES=0)."]

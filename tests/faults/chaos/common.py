@@ -99,6 +99,7 @@ class Producer:
     url: str
     rate: float  # runs per second
     batch: int = 5
+    flow: str = FLOW
     started: dict[uuid.UUID, int] = field(default_factory=dict)
     failures: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -123,6 +124,11 @@ class Producer:
         with self._lock:
             return dict(self.started)
 
+    def latest(self, n: int) -> list[uuid.UUID]:
+        """The last n runs started (dicts keep insertion order)."""
+        with self._lock:
+            return list(self.started)[-n:]
+
     def _run(self) -> None:
         conn: psycopg.Connection | None = None
         n = 0
@@ -144,7 +150,7 @@ class Producer:
                     conn.execute(
                         "SELECT count(*) FROM unnest(%s::jsonb[], %s::uuid[]) AS u(input, id),"
                         " LATERAL flowworker.start_flow(%s, u.input, u.id)",
-                        ([Jsonb({"n": i}) for i in inputs], ids, FLOW))
+                        ([Jsonb({"n": i}) for i in inputs], ids, self.flow))
                     break
                 except (psycopg.OperationalError, psycopg.InterfaceError):
                     self.failures += 1
@@ -172,8 +178,10 @@ class WorkerPool:
     (killed on purpose or not). Every incarnation is kept for the audit."""
 
     def __init__(self, url: str, size: int, log_dir: Path,
-                 args: tuple[str, ...] = ("--concurrency", "10")) -> None:
+                 args: tuple[str, ...] = ("--concurrency", "10"),
+                 flows: tuple[str, ...] = (FLOW,)) -> None:
         self.url = url
+        self.flows = list(flows)
         self.size = size
         self.log_dir = log_dir
         self.args = args
@@ -195,7 +203,7 @@ class WorkerPool:
 
     def _spawn(self, slot: int) -> None:
         generation = sum(1 for w in self.all if w.name.startswith(f"w{slot}-"))
-        worker = WorkerProcess(self.url, [FLOW], app=APP, args=self.args,
+        worker = WorkerProcess(self.url, self.flows, app=APP, args=self.args,
                                name=f"w{slot}-{generation}", log_dir=self.log_dir)
         worker.start(wait_ready=False)
         with self._lock:

@@ -8,6 +8,9 @@ effect ledger (tests/apps/ledger.py) first, like the acceptance flows.
   fetch -> (double | items -> each) -> combine. Its output is a pure
   function of the input, so a run's result can be checked. `fetch` and
   `each` take 0-200 ms, so that a kill -9 finds tasks in flight.
+- `chaos_wait`: order -> approve (a wait step, 10 min timeout) -> settle;
+  the chaos run signals its waits (payload {"approved": n}) while it
+  crashes things, so `settle`'s output shows which signal applied.
 - `gated_kill` and `ping` from tests.apps.flows, so that one worker
   (`--app tests.faults.chaos.flows`) serves all of them.
 """
@@ -21,7 +24,8 @@ from flowworker import Context, Flow
 from tests.apps.flows import gated_kill, ping
 from tests.apps.ledger import arecord, record
 
-__all__ = ["backoff", "chaos", "chaos_expected", "gated_kill", "ping"]
+__all__ = ["backoff", "chaos", "chaos_expected", "chaos_wait", "chaos_wait_expected",
+           "gated_kill", "ping"]
 
 BACKOFF_FAILURES = 3
 
@@ -84,3 +88,30 @@ async def combine(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
     squares: list[int] = deps["each"]
     return {"double": deps["double"], "squares": squares,
             "total": deps["double"] + sum(squares)}
+
+
+chaos_wait = Flow("chaos_wait", max_attempts=5, base_delay=1, timeout=10)
+WAIT_TIMEOUT = 600  # seconds: far beyond any outage, so no wait times out
+
+
+def chaos_wait_expected(n: int) -> dict[str, Any]:
+    """The output a `chaos_wait` run with input {"n": n} must end with, once
+    its wait was signalled with {"approved": n}."""
+    return {"settle": {"n": n, "approved": n}}
+
+
+@chaos_wait.step(slug="order")
+async def wait_order(flow_input: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    n = int(flow_input["n"])
+    await asyncio.sleep(_nap(n))
+    return {"n": n}
+
+
+chaos_wait.wait("approve", depends_on=["order"], timeout=WAIT_TIMEOUT)
+
+
+@chaos_wait.step(slug="settle", depends_on=["approve"])
+async def wait_settle(deps: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    await arecord(ctx)
+    return {"n": int(ctx.flow_input["n"]), "approved": deps["approve"]["approved"]}

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from tests.support.database import PgServer
 
-KINDS = ("enqueuer", "worker", "reader", "nobody")
+KINDS = ("enqueuer", "worker", "reader", "operator", "nobody")
 
 
 @dataclass(frozen=True)

@@ -94,8 +94,8 @@ def test_a_dependent_map_wider_than_the_limit_fails_its_run(conn: psycopg.Connec
     assert complete(conn, a, list(range(11)))
     run = run_row(conn, run_id)
     assert run["status"] == "failed"
-    assert run["error_message"] == ("map step each would start 11 tasks, over the limit of 10 "
-                                    "(flowworker.config max_map_tasks)")
+    assert run["error_message"] == ("step each failed: it would start 11 map tasks, over the "
+                                    "limit of 10 (flowworker.config max_map_tasks)")
     assert step_statuses(conn, run_id) == {"a": "completed", "each": "failed"}
     assert claim(conn, "capped") == []
     assert_invariants(conn, "capped")
@@ -114,7 +114,7 @@ def test_a_map_whose_outputs_add_up_past_the_limit_fails_its_run(
     run = run_row(conn, run_id)
     assert run["status"] == "failed"
     assert run["error_message"].startswith(
-        "map step each: the outputs of its 5 tasks add up to ")
+        "step each failed: the outputs of its 5 map tasks add up to ")
     assert run["error_message"].endswith(
         "bytes, over the limit of 5000 bytes (flowworker.config max_map_output_bytes)")
     assert step_row(conn, run_id, "each")["output"] is None

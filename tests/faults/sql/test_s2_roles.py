@@ -40,12 +40,13 @@ from tests.sql.helpers import (
 )
 
 CORE_TABLES = {"migrations", "config", "flows", "steps", "deps", "runs", "step_states",
-               "step_tasks", "workers"}
+               "step_tasks", "workers", "events", "flow_files"}
 # What each role may SELECT and EXECUTE in schema flowworker; `None` is everything.
 READS: dict[str, set[str] | None] = {
     "enqueuer": {"runs", "step_states", "step_tasks"},
     "worker": {"migrations", "flows", "steps", "deps", "runs", "config"},
     "reader": None,
+    "operator": {"runs", "step_states", "step_tasks", "events", "flows", "steps", "deps"},
     "nobody": set(),
 }
 EXECUTES: dict[str, set[str]] = {
@@ -54,11 +55,10 @@ EXECUTES: dict[str, set[str]] = {
                "extend_claims", "register_worker", "heartbeat_worker", "stop_worker",
                "queue_metrics"},
     "reader": set(),
+    "operator": {"cancel_run", "retry_run", "pause_run", "resume_run", "pause_flow",
+                 "resume_flow", "signal", "signal_token", "prune"},
     "nobody": set(),
 }
-# SECURITY DEFINER functions no group role may call yet: only the schema's
-# owner (prune is for an operator role to come).
-OWNER_ONLY = {"prune"}
 
 
 # --- what the catalog says ---------------------------------------------------
@@ -119,7 +119,7 @@ def test_security_definer_functions_pin_search_path(conn: psycopg.Connection) ->
     rows = conn.execute("""
         SELECT p.proname, p.proconfig FROM pg_proc p
         WHERE p.pronamespace = 'flowworker'::regnamespace AND p.prosecdef""").fetchall()
-    assert {name for name, _ in rows} == EXECUTES["enqueuer"] | EXECUTES["worker"] | OWNER_ONLY, (
+    assert {name for name, _ in rows} == set().union(*EXECUTES.values()), (
         "every function a role may call runs with the owner's rights, and no other does")
     unpinned = [name for name, config in rows if 'search_path=""' not in (config or [])]
     assert unpinned == []
@@ -141,8 +141,9 @@ def relations(conn: psycopg.Connection) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("""
             SELECT c.relname AS name, c.relkind AS kind, c.oid::regclass::text AS qualified,
-                   (SELECT a.attname FROM pg_attribute a
-                    WHERE a.attrelid = c.oid AND a.attnum = 1) AS column
+                   (SELECT a.attname FROM pg_attribute a  -- one an UPDATE may name
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND a.attidentity = ''
+                    ORDER BY a.attnum LIMIT 1) AS column
             FROM pg_class c WHERE c.relnamespace = 'flowworker'::regnamespace
               AND c.relkind IN ('r', 'S')""").fetchall()
 
@@ -246,7 +247,7 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
             assert run is not None
             assert doomed is not None
             cancelled = cur.execute(client["client_cancel_run"],
-                                    {"run_id": doomed["run_id"]}).fetchone()
+                                    {"run_id": doomed["run_id"], "reason": "a test"}).fetchone()
             assert cancelled is not None
             assert cancelled["status"] == "cancelled"
         run_id = run["run_id"]
@@ -262,7 +263,8 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
         outputs: dict[str, Any] = {}
         while claimed := q("start_tasks", "roles", worker_id, 10, 5):
             assert q("heartbeat_worker", worker_id) == [(True,)]
-            (length, _visible, _age), = q("queue_metrics", "roles")
+            (length, _visible, _age, _paused), = q("queue_metrics", "roles")
+            assert q("flow_paused", "roles") == [(False,)]
             assert length >= len(claimed)
             results: list[Any] = []
             for (_msg, _run, step, _index, _attempt, task_input, _flow_input, _fetch,
@@ -276,8 +278,10 @@ def test_a_whole_run_as_enqueuer_and_worker(conn: psycopg.Connection, logins: Lo
             acked = q("ack_tasks", [c[1] for c in claimed], [c[2] for c in claimed],
                       [c[3] for c in claimed], [c[4] for c in claimed],
                       [Jsonb(r) for r in results], [None] * len(claimed),
-                      [worker_id] * len(claimed))
-            assert sorted(acked) == [(i + 1, "completed") for i in range(len(claimed))]
+                      [worker_id] * len(claimed), [None] * len(claimed),
+                      [False] * len(claimed), False)
+            assert sorted(acked) == [(i + 1, "completed", None, None, None)
+                                     for i in range(len(claimed))]
             for c, r in zip(claimed, results, strict=True):
                 outputs.setdefault(c[2], []).append(r)
         q("stop_worker", worker_id)

@@ -84,7 +84,7 @@ def test_unknown_dependency_flow_and_type_are_refused(conn: psycopg.Connection) 
     with pytest.raises(psycopg.errors.InvalidParameterValue,
                        match=r"step u\.b depends on unknown step 'zz'"):
         conn.execute("SELECT flowworker.add_step('u', 'b', deps => '{zz}')")
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="single or map, not loop"):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="single, map or wait, not loop"):
         conn.execute("SELECT flowworker.add_step('u', 'b', step_type => 'loop')")
     with pytest.raises(psycopg.errors.InvalidParameterValue,
                        match=r"step u\.b: max_attempts must be between 1 and 1000, not 0"):

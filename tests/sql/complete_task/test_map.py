@@ -104,7 +104,8 @@ def test_non_array_from_dependency_fails_the_run(conn: psycopg.Connection) -> No
     assert complete(conn, src, {"not": "an array"})
     run = run_row(conn, run_id)
     assert run["status"] == "failed"
-    assert run["error_message"] == "map step each expects an array from src, got object"
+    assert run["error_message"] == (
+        "step each failed: a map step expects an array from src, got object")
     assert step_statuses(conn, run_id) == {
         "src": "completed", "each": "failed", "other": "cancelled"}
     assert claim(conn, "nd") == []

@@ -99,5 +99,6 @@ def test_failed_attempt_cannot_be_completed(conn: psycopg.Connection) -> None:
     assert not complete(conn, c, "late")
     assert fail(conn, c, "again") == "stale"
     task = tasks(conn, run_id)[0]
-    assert (task["status"], task["output"], task["error_message"]) == ("queued", None, "broke")
+    assert (task["status"], task["output"], task["error_message"]) == (
+        "queued", None, "attempt 1 of 3: broke")
     assert_invariants(conn, "st")

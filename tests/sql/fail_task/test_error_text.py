@@ -15,7 +15,8 @@ def test_a_huge_error_is_cut_with_a_note_of_how_much(conn: psycopg.Connection) -
     (c,) = claim(conn, "big_error")
     assert fail(conn, c, "E" * 100_000) == "retry"
     [task] = tasks(conn, run_id)
-    assert task["error_message"] == "E" * CUT + f"... [{100_000 - CUT} more characters cut]"
+    assert task["error_message"] == ("attempt 1 of 2: " + "E" * CUT
+                                     + f"... [{100_000 - CUT} more characters cut]")
 
 
 def test_an_error_the_worker_already_cut_is_kept_as_it_is(conn: psycopg.Connection) -> None:
@@ -26,8 +27,8 @@ def test_an_error_the_worker_already_cut_is_kept_as_it_is(conn: psycopg.Connecti
     assert len(text) > CUT
     assert fail(conn, c, text) == "failed"
     [task] = tasks(conn, run_id)
-    assert task["error_message"] == text
+    assert task["error_message"] == "attempt 1 of 1: " + text
     run = conn.execute("SELECT error_message FROM flowworker.runs WHERE run_id = %s",
                        (run_id,)).fetchone()
     assert run is not None
-    assert run[0] == text
+    assert run[0] == "step only failed: attempt 1 of 1: " + text

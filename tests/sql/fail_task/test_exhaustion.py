@@ -37,13 +37,14 @@ def test_exhaustion_fails_run_and_cancels_siblings(conn: psycopg.Connection) -> 
     assert fail(conn, c0, "second and last") == "failed"
 
     run = run_row(conn, run_id)
-    assert (run["status"], run["error_message"]) == ("failed", "second and last")
+    assert (run["status"], run["error_message"]) == (
+        "failed", "step each failed: attempt 2 of 2: second and last")
     assert run["failed_at"] is not None
     assert step_statuses(conn, run_id) == {"each": "failed", "after": "cancelled"}
     by_index = {t["task_index"]: t for t in tasks(conn, run_id)}
     assert {i: t["status"] for i, t in by_index.items()} == {
         0: "failed", 1: "completed", 2: "cancelled", 3: "cancelled"}
-    assert by_index[0]["error_message"] == "second and last"
+    assert by_index[0]["error_message"] == "attempt 2 of 2: second and last"
     assert by_index[0]["attempts_count"] == 2
     assert queued_ids(conn, "ex") == set()
     assert {msg_ids[0], msg_ids[2], msg_ids[3]} <= archived_ids(conn, "ex")

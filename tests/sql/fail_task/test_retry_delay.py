@@ -37,7 +37,8 @@ def test_backoff_doubles_per_attempt(conn: psycopg.Connection) -> None:
         assert tasks(conn, run_id)[0]["attempts_count"] == n
         delays.append(fail_and_measure(conn, "r", c))
         task = tasks(conn, run_id)[0]
-        assert (task["status"], task["error_message"]) == ("queued", f"attempt {n} broke")
+        assert (task["status"], task["error_message"]) == (
+            "queued", f"attempt {n} of 4: attempt {n} broke")
         assert claim(conn, "r") == [], "a retry must not be visible before its delay"
         expire(conn, "r", [c.msg_id])
     assert delays == pytest.approx([7, 14, 28], abs=TOLERANCE)

@@ -140,8 +140,11 @@ def test_runs_worked_by_the_real_functions_leave_nothing_behind(
                  "failed_at = failed_at - interval '30 days', "
                  "cancelled_at = cancelled_at - interval '30 days'")
 
+    history = "SELECT DISTINCT run_id FROM flowworker.events"
+    assert {r[0] for r in conn.execute(history)} >= {failed, cancelled}
     assert prune(conn) == 3
     assert run_ids(conn, "true") == [going]
+    assert {r[0] for r in conn.execute(history)} <= {going}, "their history went with them"
     going_msgs = {r[0] for r in conn.execute(
         "SELECT message_id FROM flowworker.step_tasks WHERE run_id = %s", (going,))}
     assert archived_ids(conn, "real") == set()

@@ -103,7 +103,8 @@ def test_two_lost_tasks_of_one_run_fail_it_once(conn: psycopg.Connection) -> Non
 
     run = run_row(conn, run_id)
     assert (run["status"], run["error_message"]) == (
-        "failed", "claim expired on attempt 1 of 1: the worker running it was lost")
+        "failed", "step each failed: claim expired on attempt 1 of 1: the worker running it "
+                  "was lost")
     assert [(t["task_index"], t["status"]) for t in tasks(conn, run_id)] == [
         (0, "failed"), (1, "cancelled")]
     assert queued_ids(conn, "two") == set()
