@@ -15,7 +15,8 @@ from playwright.sync_api import Page, expect
 from flowworker.dashboard.csrf import COOKIE, FIELD
 from tests.dashboard.conftest import Dashboard, screenshot
 from tests.dashboard.helpers import failed_run, run_status, started_run
-from tests.sql.helpers import claim, complete, define, fail, start
+from tests.sql.helpers import claim, complete, define, fail, start, step_statuses
+from tests.sql.signal.test_signal import define_wait, waiting_run
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +113,29 @@ def test_with_allow_actions_pause_and_resume(url: str, dashboard: Dashboard,
     assert run_status(url, run_id) == "started"
 
 
+def test_with_allow_actions_a_waiting_step_is_signalled_with_a_payload(
+        url: str, dashboard: Dashboard, page: Page) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        define_wait(conn, "approve")
+        run_id = waiting_run(conn, "approve")
+    with dashboard("--allow-actions") as base:
+        page.goto(f"{base}/runs/{run_id}")
+        expect(page.locator('svg.dag g[data-step="approval"]')).to_have_attribute(
+            "data-status", "waiting")
+        form = page.locator("form.signal")
+        form.locator("textarea[name=payload]").fill('{"approved_by": "ops"}')
+        form.get_by_role("button", name="Signal").click()
+        expect(page).to_have_url(f"{base}/runs/{run_id}?done=signal")
+        expect(page.locator('svg.dag g[data-step="approval"]')).to_have_attribute(
+            "data-status", "completed")
+        expect(page.locator("form.signal")).to_have_count(0)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert step_statuses(conn, run_id)["approval"] == "completed"
+        output = conn.execute("SELECT output FROM flowworker.step_states WHERE run_id = %s "
+                              "AND step_slug = 'approval'", (run_id,)).fetchone()
+    assert output == ({"approved_by": "ops"},)
+
+
 def map_run(url: str) -> uuid.UUID:
     """A run of `fulfil` whose map step `pick` had 15 elements: 12 done,
     one failed (which failed the run), the other two cancelled."""
@@ -144,5 +168,6 @@ def test_a_map_step_shows_its_counts_and_the_tasks_their_attempts(
         expect(failed).to_have_count(1)
         expect(failed).to_contain_text(re.compile(r"pick\s+12\s+failed\s+1"))
         expect(failed).to_contain_text("shelf B7 is empty")
-        # The README's picture (docs/images/dashboard-run.png) is this one.
         screenshot(page, "run-map")
+        # The README's picture (docs/images/dashboard-run.png) is this one.
+        screenshot(page, "run-map-top", full_page=False)

@@ -186,3 +186,47 @@ def test_s9_bad_list_filters_are_a_400_page(url: str) -> None:
             assert_error_page(page.text)
         unknown = client.get("/runs?flow=nosuchflow")
     assert unknown.status_code == 404
+
+
+def flow_paused(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT paused_at IS NOT NULL FROM flowworker.flows "
+                           "WHERE flow_slug = 'shop'").fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def test_s9_flow_pause_and_resume_take_the_same_guards(url: str) -> None:
+    with dashboard(url) as client:
+        assert "pause" not in client.get("/flows").text  # no flow action shown
+        cookie = client.cookies[COOKIE]
+        assert client.post("/flows/shop/pause", data={FIELD: cookie}).status_code == 403
+    with dashboard(url, allow_actions=True) as client:
+        token = token_of(client, "/flows")
+        assert client.post("/flows/shop/pause").status_code == 403
+        assert not flow_paused(url)
+        assert client.post("/flows/shop/pause", data={FIELD: token}).status_code == 303
+        assert flow_paused(url)
+        unknown = client.post("/flows/nosuchflow/pause", data={FIELD: token})
+        assert unknown.status_code == 404
+        assert "nosuchflow" in unknown.text
+        assert client.post("/flows/shop/resume", data={FIELD: token}).status_code == 303
+    assert not flow_paused(url)
+
+
+def test_s9_a_bad_signal_is_a_message_not_a_500(url: str) -> None:
+    run_id = started_run(url)
+    with dashboard(url, allow_actions=True) as client:
+        token = token_of(client, "/flows")
+        signal = f"/runs/{run_id}/signal"
+        not_json = client.post(signal, data={FIELD: token, "step_slug": "check",
+                                             "payload": "{nope"})
+        not_wait = client.post(signal, data={FIELD: token, "step_slug": "check"})
+        no_step = client.post(signal, data={FIELD: token, "step_slug": "<b>nope</b>"})
+    assert not_json.status_code == 400
+    assert "the payload is not JSON" in not_json.text
+    assert not_wait.status_code == 409
+    assert "not a wait step" in not_wait.text
+    assert no_step.status_code == 404
+    assert "&lt;b&gt;nope&lt;/b&gt;" in no_step.text
+    assert run_status(url, run_id) == "started"
