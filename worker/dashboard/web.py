@@ -4,6 +4,7 @@ security headers, and the error pages."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +40,17 @@ def templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["state_class"] = state_class
+    env.filters["detail_text"] = detail_text
     return Jinja2Templates(env=env)
+
+
+def detail_text(detail: Any) -> str:
+    """An event's detail as a person reads it: `key: value` lines, text
+    as it is (an error's own line breaks), anything else as JSON."""
+    if not isinstance(detail, dict):
+        return json.dumps(detail, ensure_ascii=False)
+    return "\n".join(f"{key}: {value if isinstance(value, str) else json.dumps(value)}"
+                     for key, value in detail.items())
 
 
 class Web:
