@@ -9,8 +9,18 @@ from typing import Annotated, NoReturn
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-from flowworker.cli import common, flows, healthcheck, prune, runs, start, status, workers
+from flowworker.cli import (
+    common,
+    flows,
+    healthcheck,
+    prune,
+    runs,
+    start,
+    status,
+    workers,
+)
 from flowworker.cli.common import DatabaseOpt, settings_for
+from flowworker.cli.signal import signal as signal_step
 from flowworker.errors import (
     ConfigurationError,
     DatabaseRefusedError,
@@ -173,6 +183,7 @@ def migrate(
 app.command("start")(start.start)
 app.command("status")(status.status)
 app.add_typer(runs.app)
+app.command("signal")(signal_step)
 app.add_typer(flows.app)
 app.add_typer(workers.app)
 app.command("healthcheck")(healthcheck.healthcheck)

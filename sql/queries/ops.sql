@@ -129,6 +129,15 @@ LEFT JOIN LATERAL (
 WHERE r.run_id = %(run_id)s::uuid
 ORDER BY s.step_index
 
+-- name: ops_run_events
+-- The run's newest events (events_run_idx), oldest of them first.
+SELECT e.event_id, e.at, e.event, e.step_slug, e.task_index, e.attempt, e.detail, e.actor
+FROM (SELECT * FROM flowworker.events x
+      WHERE x.run_id = %(run_id)s::uuid
+      ORDER BY x.event_id DESC
+      LIMIT %(limit)s::int) AS e
+ORDER BY e.event_id
+
 -- name: ops_flow_edges
 SELECT d.dep_slug, d.step_slug
 FROM flowworker.deps d
