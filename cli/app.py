@@ -21,6 +21,7 @@ from flowworker.cli import (
     workers,
 )
 from flowworker.cli.common import DatabaseOpt, settings_for
+from flowworker.cli.signal import signal as signal_step
 from flowworker.errors import (
     ConfigurationError,
     DatabaseRefusedError,
@@ -183,6 +184,7 @@ def migrate(
 app.command("start")(start.start)
 app.command("status")(status.status)
 app.add_typer(runs.app)
+app.command("signal")(signal_step)
 app.add_typer(flows.app)
 app.add_typer(workers.app)
 app.command("healthcheck")(healthcheck.healthcheck)

@@ -1,5 +1,6 @@
 """`runs show` for a person: the run, then its DAG as a tree of steps, each
-with its state, tasks, attempts, duration and last error, in aligned columns."""
+with its state, tasks, attempts, duration and last error, in aligned columns;
+then the run's history (its newest events)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flowworker.cli import render
 
 if TYPE_CHECKING:
     from flowworker.ops.graph import TreeRow
-    from flowworker.ops.models import RunDetail, StepDetail
+    from flowworker.ops.models import RunDetail, RunEvent, StepDetail
 
 UNICODE_GUIDES = ("├── ", "└── ", "│   ", "    ")
 ASCII_GUIDES = ("|-- ", "`-- ", "|   ", "    ")
@@ -64,6 +65,22 @@ def print_run(detail: RunDetail) -> None:
     rows = [_row(row, steps[row.step], ascii_only) for row in layout]
     render.print_table(out, ["step", "state", "tasks", "attempts", "took", "last error"], rows,
                            right=["attempts", "took"])
+    if detail.events:
+        out.print()
+        render.print_table(out, ["at", "event", "step", "by", "detail"],
+                           [_event_row(e) for e in detail.events])
+
+
+def _event_row(event: RunEvent) -> list[str | Text]:
+    where = event.step_slug or ""
+    if event.task_index is not None and where:
+        where += f"[{event.task_index}]"
+    if event.attempt is not None:
+        where += f" attempt {event.attempt}"
+    detail = event.detail if isinstance(event.detail, dict) else {}
+    text = "  ".join(f"{key}={value}" for key, value in detail.items())
+    return [render.when(event.at), event.event, where.strip(), event.actor or "",
+            render.first_line(text)]
 
 
 def _row(row: TreeRow, step: StepDetail, ascii_only: bool) -> list[str | Text]:

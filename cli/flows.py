@@ -1,8 +1,8 @@
-"""`flowworker flows list`."""
+"""`flowworker flows list|pause|resume`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,7 +11,10 @@ from flowworker.cli.common import DatabaseOpt, JsonOpt, database, emit
 if TYPE_CHECKING:
     from flowworker.ops.models import FlowInfo
 
-app = typer.Typer(name="flows", help="The flows defined in the database.", no_args_is_help=True)
+app = typer.Typer(name="flows", help="The flows defined in the database; pause and resume "
+                  "them.", no_args_is_help=True)
+
+FlowArg = Annotated[str, typer.Argument(help="The flow's slug", show_default=False)]
 
 
 @app.command("list")
@@ -35,3 +38,23 @@ def _print(flows: list[FlowInfo]) -> None:
             for f in flows]
     render.print_table(render.console(), columns, rows, right=columns[1:8],
                        empty="no flows defined; apply some with `flowworker migrate --dir`")
+
+
+@app.command("pause")
+def pause(flow: FlowArg, database_url: DatabaseOpt = None) -> None:
+    """Claim none of the flow's tasks until it is resumed; runs may still start."""
+    _steer(flow, database_url, pausing=True)
+
+
+@app.command("resume")
+def resume(flow: FlowArg, database_url: DatabaseOpt = None) -> None:
+    """Claim the flow's tasks again."""
+    _steer(flow, database_url, pausing=False)
+
+
+def _steer(flow: str, database_url: str | None, pausing: bool) -> None:
+    from flowworker import client, ops
+
+    with database(database_url) as conn, ops.mapped_errors(conn):
+        (client.pause_flow if pausing else client.resume_flow)(conn, flow)
+    typer.echo(f"flow {flow} {'paused' if pausing else 'resumed'}")

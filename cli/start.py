@@ -36,14 +36,14 @@ def start(
         typer.echo(f"started run {run.run_id} of flow {run.flow_slug}")
 
 
-def parse_input(option: str) -> Any:
+def parse_input(option: str, flag: str = "--input") -> Any:
     """JSON from the option itself, from @FILE, or from stdin (-); exit 2
     with the parser's message when it is not JSON (NaN and Infinity are not)."""
-    where, text = "--input", option
+    where, text = flag, option
     if option == "-":
-        where, text = "--input - (stdin)", sys.stdin.read()
+        where, text = f"{flag} - (stdin)", sys.stdin.read()
     elif option.startswith("@"):
-        where = f"--input {option}"
+        where = f"{flag} {option}"
         try:
             text = Path(option[1:]).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -129,6 +129,15 @@ LEFT JOIN LATERAL (
 WHERE r.run_id = %(run_id)s::uuid
 ORDER BY s.step_index
 
+-- name: ops_run_events
+-- The run's newest events (events_run_idx), oldest of them first.
+SELECT e.event_id, e.at, e.event, e.step_slug, e.task_index, e.attempt, e.detail, e.actor
+FROM (SELECT * FROM flowworker.events x
+      WHERE x.run_id = %(run_id)s::uuid
+      ORDER BY x.event_id DESC
+      LIMIT %(limit)s::int) AS e
+ORDER BY e.event_id
+
 -- name: ops_flow_edges
 SELECT d.dep_slug, d.step_slug
 FROM flowworker.deps d
@@ -170,24 +179,12 @@ SELECT flowworker.prune(%(older_than)s::interval, %(batch_size)s::int)
 
 -- name: ops_run_tasks
 -- Each task of the run: its attempts so far and the error of the last
--- failed one (each failed attempt's own error is in flowworker.events,
--- where the schema has it). In step definition order, then by index.
+-- failed one (each failed attempt's own error is in its task.failed event).
+-- In step definition order, then by index.
 SELECT k.step_slug, k.task_index, k.status, k.attempts_count AS attempts, k.error_message,
        k.started_at, coalesce(k.completed_at, k.failed_at) AS ended_at, k.worker_id
 FROM flowworker.step_tasks k
 JOIN flowworker.steps s ON s.flow_slug = k.flow_slug AND s.step_slug = k.step_slug
 WHERE k.run_id = %(run_id)s::uuid
 ORDER BY s.step_index, k.task_index
-LIMIT %(limit)s
-
--- name: ops_has_events
--- Whether this schema keeps run history (flowworker.events).
-SELECT to_regclass('flowworker.events') IS NOT NULL
-
--- name: ops_run_events
--- The run's history, oldest first; never payloads (the table holds none).
-SELECT e.event_id, e.at, e.event, e.step_slug, e.task_index, e.attempt, e.detail, e.actor
-FROM flowworker.events e
-WHERE e.run_id = %(run_id)s::uuid
-ORDER BY e.event_id
 LIMIT %(limit)s

@@ -173,23 +173,108 @@ def test_runs_list_and_cancel(url: str) -> None:
 
 
 @pytest.mark.parametrize("args", [["runs", "show", "nope"], ["runs", "cancel", "12345"],
-                                  ["runs", "show", ""]])
+                                  ["runs", "show", ""], ["runs", "retry", "x"],
+                                  ["runs", "pause", "1"], ["runs", "resume", "-"],
+                                  ["signal", "nope", "approve"]])
 def test_a_run_id_that_is_not_a_uuid_exits_2(url: str, args: list[str]) -> None:
     line = assert_one_error_line(cli(url, *args), 2)
     assert line.endswith("not a UUID")
 
 
-@pytest.mark.parametrize("subcommand", ["show", "cancel"])
+@pytest.mark.parametrize("subcommand", ["show", "cancel", "retry", "pause", "resume"])
 def test_an_unknown_run_exits_1(url: str, subcommand: str) -> None:
     run_id = uuid.uuid4()
     line = assert_one_error_line(cli(url, "runs", subcommand, str(run_id)), 1)
     assert line == f"flowworker: error: run {run_id} does not exist"
 
 
+def runs_table(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT * FROM flowworker.runs ORDER BY run_id").fetchall()
+
+
+def test_runs_are_paused_resumed_and_retried(url: str) -> None:
+    failed = str(failed_run(url))
+    going = ok_json(cli(url, "start", "shop", "--json"))["run_id"]
+    assert cli(url, "runs", "pause", going).stdout == f"run {going} paused\n"
+    assert ok_json(cli(url, "runs", "list", "--status", "paused", "--json"))["runs"][0][
+        "run_id"] == going
+    resumed = ok_json(cli(url, "runs", "resume", going, "--json"))
+    assert resumed == {"run_id": going, "status": "started", "resumed": True}
+    assert cli(url, "runs", "resume", going).stdout == f"run {going} is started: not resumed\n"
+    assert cli(url, "runs", "retry", failed).stdout == f"run {failed} retried (now started)\n"
+    events = [e["event"] for e in ok_json(cli(url, "runs", "show", failed, "--json"))["events"]]
+    assert events[-2:] == ["run.failed", "run.retried"]
+
+
+@pytest.mark.parametrize(("action", "status"), [("retry", "started"), ("resume", "cancelled"),
+                                                ("pause", "cancelled")])
+def test_an_action_on_a_run_in_another_status_exits_1_and_changes_nothing(
+        url: str, action: str, status: str) -> None:
+    run_id = ok_json(cli(url, "start", "shop", "--json"))["run_id"]
+    if status == "cancelled":
+        cli(url, "runs", "cancel", run_id)
+    before = runs_table(url)
+    line = assert_one_error_line(cli(url, "runs", action, run_id), 1)
+    assert status in line, line
+    assert run_id in line, line
+    assert runs_table(url) == before
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["flows", "pause", "nope"], 1, "flow 'nope' does not exist"),
+    (["flows", "resume", "nope"], 1, "flow 'nope' does not exist"),
+    (["signal", "RUN", "nope"], 1, "nope"),
+    (["signal", "RUN", "check", "--payload", "{nope"], 2,
+     "--payload: not JSON: Expecting property name"),
+    (["signal", "RUN", "check"], 2, "step 'check' of flow 'shop' is a single step, not a "
+                                    "wait step"),
+    (["signal", str(uuid.UUID(int=7)), "check"], 1, "00000000-0000-0000-0000-000000000007"),
+])
+def test_steering_refuses_what_does_not_apply(url: str, args: list[str], code: int,
+                                              message: str) -> None:
+    """An unknown flow, run or step, a step that is not a wait step, a
+    payload that is not JSON: one line, nothing changed."""
+    run_id = ok_json(cli(url, "start", "shop", "--json"))["run_id"]
+    args = [run_id if a == "RUN" else a for a in args]
+    before = runs_table(url)
+    line = assert_one_error_line(cli(url, *args), code)
+    assert message in line, line
+    assert runs_table(url) == before
+
+
+def test_a_wait_step_is_signalled_once(url: str, tmp_path: Path) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        define(conn, "hook", {})
+        conn.execute("SELECT flowworker.add_step('hook', 'approved', step_type => 'wait')")
+        conn.execute("SELECT flowworker.add_step('hook', 'ship', deps => '{approved}')")
+    run_id = ok_json(cli(url, "start", "hook", "--json"))["run_id"]
+    (tmp_path / "ok.json").write_text('{"by": "ops"}')
+    signalled = cli(url, "signal", run_id, "approved", "--payload", f"@{tmp_path / 'ok.json'}")
+    assert signalled.stdout == f"step approved of run {run_id} signalled\n", signalled.stderr
+    again = ok_json(cli(url, "signal", run_id, "approved", "--json"))
+    assert again == {"run_id": run_id, "step_slug": "approved", "result": "already"}
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT output FROM flowworker.step_states WHERE run_id = %s AND "
+                            "step_slug = 'approved'", (run_id,)).fetchone() == ({"by": "ops"},)
+        (task,) = claim(conn, "hook")
+    assert task.step_slug == "ship"
+
+
+def test_flows_are_paused_and_resumed(url: str) -> None:
+    assert cli(url, "flows", "pause", "shop").stdout == "flow shop paused\n"
+    run_id = ok_json(cli(url, "start", "shop", "--json"))["run_id"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert claim(conn, "shop") == [], "a paused flow's tasks are not claimed"
+        assert cli(url, "flows", "resume", "shop").stdout == "flow shop resumed\n"
+        (task,) = claim(conn, "shop")
+    assert str(task.run_id) == run_id
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--flow", "nope"], 1, "flow 'nope' does not exist"),
-    (["--status", "stuck"], 2, "unknown run status 'stuck'; one of started, completed, "
-                               "failed, cancelled"),
+    (["--status", "stuck"], 2, "unknown run status 'stuck'; one of started, paused, "
+                               "completed, failed, cancelled"),
     (["--limit", "0"], 2, "limit must be 1..10000, not 0"),
     (["--since", "banana"], 2, "--since: 'banana' is neither a duration (2h, 7d) nor an ISO "
                                "8601 time (2026-01-31T12:00)"),

@@ -1,6 +1,6 @@
 """An operator's session, through the CLI only, against a real PostgreSQL
 and a real worker: start a run, watch its step fail, find it and read the
-error, all scripted through --json."""
+error, set the fix, retry it and see it complete, all scripted through --json."""
 
 from __future__ import annotations
 
@@ -52,13 +52,14 @@ def test_a_failing_step_seen_and_read_through_the_cli(db_url: str, tmp_path: Pat
 
     failed = op.json("runs", "list", "--status", "failed")["runs"]
     assert [r["run_id"] for r in failed] == [run_id]
-    assert failed[0]["error_message"] == "RuntimeError: card declined: the flag is not set"
+    declined = "RuntimeError: card declined: the flag is not set"
+    assert failed[0]["error_message"] == f"step charge failed: attempt 2 of 2: {declined}"
 
     detail = op.json("runs", "show", run_id)
     steps = {s["step_slug"]: s for s in detail["steps"]}
     assert detail["run"]["status"] == "failed"
     assert (steps["charge"]["status"], steps["charge"]["attempts"]) == ("failed", 2)
-    assert steps["charge"]["last_error"] == "RuntimeError: card declined: the flag is not set"
+    assert steps["charge"]["last_error"] == f"attempt 2 of 2: {declined}"
     assert steps["validate"]["status"] == "completed"
     assert steps["ship"]["status"] == "cancelled"
     assert steps["ship"]["depends_on"] == ["charge", "pack"]
@@ -68,13 +69,38 @@ def test_a_failing_step_seen_and_read_through_the_cli(db_url: str, tmp_path: Pat
 
     shown = op("runs", "show", run_id).stdout
     assert f"run {run_id}  flow checkout  failed" in shown
-    assert "error: RuntimeError: card declined: the flag is not set" in shown
+    assert f"error: step charge failed: attempt 2 of 2: {declined}" in shown
     charge_line = next(line for line in shown.splitlines() if "── charge " in line)
     assert charge_line.split()[2:4] == ["failed", "2"]
-    assert charge_line.endswith("RuntimeError: card declined: the flag is not set")
+    assert charge_line.endswith(f"attempt 2 of 2: {declined}")
 
     (worker,) = op.json("workers", "list")["workers"]
     assert worker["state"] == "stopped"
     (flow,) = op.json("status")["flows"]
     assert (flow["runs"]["failed"], flow["runs"]["started"], flow["queue"]["depth"]) == (1, 0, 0)
     op("healthcheck")
+
+    # The fix: the flag is set. The run is retried from where it stopped
+    # and a worker finishes it; what had completed is not run again.
+    (tmp_path / "flag").touch()
+    retried = op.json("runs", "retry", run_id)
+    assert (retried["status"], retried["retried"]) == ("started", True)
+    op("run", "--app", APP, "--flow", "checkout", "--drain", "--metrics-addr", "off")
+    detail = op.json("runs", "show", run_id)
+    assert detail["run"]["status"] == "completed"
+    steps = {s["step_slug"]: s for s in detail["steps"]}
+    assert {slug: s["status"] for slug, s in steps.items()} == dict.fromkeys(
+        ["validate", "items", "pack", "charge", "ship"], "completed")
+    assert (steps["validate"]["attempts"], steps["charge"]["attempts"]) == (1, 3)
+    assert detail["output"] == {"ship": {"boxes": 3}}
+    history = [e["event"] for e in detail["events"]]
+    assert history[0] == "run.started"
+    assert history[-3:] == ["run.failed", "run.retried", "run.completed"]
+    assert history.count("task.failed") == 2
+    shown = op("runs", "show", run_id).stdout
+    assert "run.retried" in shown
+    # Retrying a completed run is refused, naming its status; nothing changes.
+    again = run_cli("runs", "retry", run_id, env=op.env)
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1, again.stderr
+    assert "completed" in again.stderr, again.stderr

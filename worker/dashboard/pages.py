@@ -74,7 +74,6 @@ def _limit(value: str | None) -> int:
 class RunPage:
     detail: ops.models.RunDetail
     tasks: list[ops.models.TaskDetail]
-    events: list[ops.models.RunEvent] | None
     functions: frozenset[str]
 
 
@@ -89,8 +88,7 @@ def run_id_of(request: Request) -> UUID:
 
 def read_run(conn: psycopg.Connection[Any], run_id: UUID) -> RunPage:
     detail = ops.show_run(conn, run_id)
-    return RunPage(detail, ops.run_tasks(conn, run_id), ops.run_events(conn, run_id),
-                   actions.available(conn))
+    return RunPage(detail, ops.run_tasks(conn, run_id), actions.available(conn))
 
 
 DONE = {"cancel": "Cancelled.", "retry": "Retried: its failed steps run again.",
@@ -111,7 +109,7 @@ def render_run(request: Request, page: RunPage, message: str | None, kind: str,
     detail = page.detail
     return web.render(request, "run.html", {
         "nav": "runs", "detail": detail, "drawing": dag.layout(detail.steps),
-        "tasks": page.tasks, "events": page.events,
+        "tasks": page.tasks, "events": detail.events,
         "refreshing": detail.run.status not in TERMINAL_RUN_STATUSES,
         "run_actions": actions.run_actions_for(detail.run.status, page.functions),
         "waiting": [s.step_slug for s in detail.steps if s.status == "waiting"]

@@ -11,7 +11,7 @@ schema (4).
 
 from flowworker.ops.db import database_now, mapped_errors
 from flowworker.ops.health import health
-from flowworker.ops.history import has_events, run_events, run_tasks
+from flowworker.ops.history import run_tasks
 from flowworker.ops.jsonable import jsonable
 from flowworker.ops.overview import flows, queue_depth, status, workers
 from flowworker.ops.retention import may_prune, preview, prune
@@ -21,7 +21,6 @@ __all__ = [
     "RunFilter",
     "database_now",
     "flows",
-    "has_events",
     "health",
     "jsonable",
     "list_runs",
@@ -31,7 +30,6 @@ __all__ = [
     "preview",
     "prune",
     "queue_depth",
-    "run_events",
     "run_tasks",
     "show_run",
     "status",

@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-RUN_STATUSES = ("started", "completed", "failed", "cancelled")
+RUN_STATUSES = ("started", "paused", "completed", "failed", "cancelled")
 TERMINAL_RUN_STATUSES = ("completed", "failed", "cancelled")
 # Always present in FlowStatus.runs, so scripts find the keys (0 when none).
-COUNTED_RUN_STATUSES = ("started", "failed", "cancelled")
+COUNTED_RUN_STATUSES = ("started", "paused", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,28 @@ class StepDetail:
 
 
 @dataclass(frozen=True)
+class RunEvent:
+    """One row of the run's history (flowworker.events): detail holds the
+    event's own fields (an error, a reason, a signal's option), never payloads."""
+
+    event_id: int
+    at: datetime
+    event: str
+    step_slug: str | None
+    task_index: int | None
+    attempt: int | None
+    detail: Any
+    actor: str | None
+
+
+@dataclass(frozen=True)
 class RunDetail:
     run: RunSummary
     input: Any
     output: Any
     remaining_steps: int
     steps: list[StepDetail]
+    events: list[RunEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -124,22 +140,6 @@ class TaskDetail:
     started_at: datetime | None
     ended_at: datetime | None
     worker_id: UUID | None
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """One entry of a run's history (flowworker.events): what happened, to
-    which step, task and attempt, with its detail (an error, a reason) and
-    who did it. Never payloads."""
-
-    event_id: int
-    at: datetime
-    event: str
-    step_slug: str | None
-    task_index: int | None
-    attempt: int | None
-    detail: Any
-    actor: str | None
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,17 @@ from psycopg.rows import class_row
 
 from flowworker.errors import InvalidInputError, UnknownFlowError, UnknownRunError
 from flowworker.ops.db import fetch, fetch_one
-from flowworker.ops.models import RUN_STATUSES, RunDetail, RunSummary, StepDetail, TaskCounts
+from flowworker.ops.models import (
+    RUN_STATUSES,
+    RunDetail,
+    RunEvent,
+    RunSummary,
+    StepDetail,
+    TaskCounts,
+)
 
 MAX_LIMIT = 10_000
+EVENTS_SHOWN = 200  # a run's newest events; a poison map step can write thousands
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,11 @@ def list_runs(conn: psycopg.Connection[Any], where: RunFilter) -> list[RunSummar
     return fetch(conn, "ops_list_runs", params, class_row(RunSummary))
 
 
-def show_run(conn: psycopg.Connection[Any], run_id: UUID) -> RunDetail:
-    """The run, each step of its flow with its state and tasks, and the
-    flow's edges (each step's depends_on); UnknownRunError when none."""
+def show_run(conn: psycopg.Connection[Any], run_id: UUID,
+             events_limit: int = EVENTS_SHOWN) -> RunDetail:
+    """The run, each step of its flow with its state and tasks, the flow's
+    edges (each step's depends_on) and the run's newest events;
+    UnknownRunError when none."""
     found = fetch(conn, "ops_run", {"run_id": run_id})
     if not found:
         raise UnknownRunError(f"run {run_id} does not exist")
@@ -69,7 +79,9 @@ def show_run(conn: psycopg.Connection[Any], run_id: UUID) -> RunDetail:
         deps.setdefault(step, []).append(dep)
     steps = [_step(row, deps.get(row[0], [])) for row in
              fetch(conn, "ops_run_steps", {"run_id": run_id})]
-    return RunDetail(run, run_input, output, int(remaining), steps)
+    events = fetch(conn, "ops_run_events", {"run_id": run_id, "limit": events_limit},
+                   class_row(RunEvent))
+    return RunDetail(run, run_input, output, int(remaining), steps, events)
 
 
 def _step(row: tuple[Any, ...], depends_on: list[str]) -> StepDetail:
