@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flowworker.cli.common import DatabaseOpt
+from flowworker.cli.common import DatabaseOpt, settings_for
 from flowworker.errors import ConfigurationError
 
 EXTRA_MISSING = "the dashboard needs its extra: pip install 'flowworker[dashboard]'"
@@ -34,11 +34,10 @@ def dashboard(
     from flowworker import ops
     from flowworker.cli.healthcheck import raise_unhealthy
     from flowworker.dashboard.config import DashboardConfig, hosts_for
-    from flowworker.settings import load_settings
 
     if not 0 < port < 65536:
         raise ConfigurationError(f"--port {port}: not a TCP port (1-65535)")
-    settings = load_settings(database_url=database_url)
+    settings = settings_for(database_url=database_url)
     raise_unhealthy(ops.health(settings.database_url))  # exit 3 or 4 now, not on each page
     config = DashboardConfig(settings.database_url, allow_actions=allow_actions,
                              show_payloads=show_payloads, allowed_hosts=hosts_for(host))
