@@ -171,3 +171,47 @@ def test_a_map_step_shows_its_counts_and_the_tasks_their_attempts(
         screenshot(page, "run-map")
         # The README's picture (docs/images/dashboard-run.png) is this one.
         screenshot(page, "run-map-top", full_page=False)
+
+
+def test_overview_flows_and_workers_pages(url: str, dashboard: Dashboard, page: Page) -> None:
+    failed_run(url)
+    started_run(url)
+    worker_id = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT flowworker.register_worker(%s, 'shop', 'box-1', 4242)",
+                     (worker_id,))
+    with dashboard("--allow-actions") as base:
+        page.goto(f"{base}/")
+        shop = page.locator("table tr", has=page.locator('a[href="/runs?flow=shop"]'))
+        expect(shop).to_contain_text("shop")
+        page.locator('a[href="/runs?flow=shop&status=failed"]').click()
+        expect(page.locator("table.runs tbody tr")).to_have_count(1)
+        page.go_back()
+        screenshot(page, "overview")
+
+        page.goto(f"{base}/workers")
+        row = page.locator("tr", has_text=str(worker_id))
+        expect(row).to_contain_text("box-1")
+        expect(row).to_contain_text("live")
+        screenshot(page, "workers")
+
+        page.goto(f"{base}/flows")
+        page.locator('form[action="/flows/shop/pause"] button').click()
+        expect(page.locator(".message")).to_have_text("Flow paused.")
+        screenshot(page, "flows")
+    with psycopg.connect(url, autocommit=True) as conn:
+        row_paused = conn.execute("SELECT paused_at IS NOT NULL FROM flowworker.flows "
+                                  "WHERE flow_slug = 'shop'").fetchone()
+    assert row_paused == (True,)
+
+
+def test_the_runs_list_refreshes_itself(url: str, dashboard: Dashboard, page: Page) -> None:
+    """htmx (vendored; the page loads nothing from elsewhere) reloads the list."""
+    first = started_run(url)
+    with dashboard() as base:
+        page.goto(f"{base}/runs")
+        expect(page.locator(f'tr[data-run-id="{first}"]')).to_have_count(1)
+        url_before = page.url
+        second = started_run(url)
+        expect(page.locator(f'tr[data-run-id="{second}"]')).to_have_count(1, timeout=15_000)
+        assert page.url == url_before  # no navigation: the list was swapped in place
