@@ -136,7 +136,7 @@ def test_runs_show_draws_the_steps_with_the_error(url: str) -> None:
 def test_runs_show_json(url: str) -> None:
     run_id = failed_run(url)
     detail = ok_json(cli(url, "runs", "show", str(run_id), "--json"))
-    assert set(detail) == {"run", "input", "output", "remaining_steps", "steps"}
+    assert set(detail) == {"run", "input", "output", "remaining_steps", "steps", "events"}
     assert detail["run"]["status"] == "failed"
     charge = detail["steps"][1]
     assert set(charge) == {"step_slug", "step_type", "status", "started_at", "ended_at",
@@ -316,14 +316,14 @@ def test_status_flows_and_workers(url: str) -> None:
     report = ok_json(cli(url, "status", "--json"))
     assert set(report) == {"checked_at", "window_seconds", "completed_cap", "flows"}
     (flow,) = report["flows"]
-    assert flow["runs"] == {"started": 1, "failed": 1, "cancelled": 0}
+    assert flow["runs"] == {"started": 1, "paused": 0, "failed": 1, "cancelled": 0}
     assert flow["queue"] == {"depth": 1, "visible": 1, "oldest_visible_seconds": flow["queue"][
         "oldest_visible_seconds"]}
     assert flow["live_workers"] == 1
     table = cli(url, "status").stdout.splitlines()
-    assert table[0].split() == ["flow", "started", "failed", "cancelled", "completed", "(1h)",
-                                "queued", "ready", "oldest", "ready", "workers"]
-    assert table[1].split()[:4] == ["shop", "1", "1", "0"]
+    assert table[0].split() == ["flow", "started", "paused", "failed", "cancelled", "completed",
+                                "(1h)", "queued", "ready", "oldest", "ready", "workers"]
+    assert table[1].split()[:5] == ["shop", "1", "0", "1", "0"]
 
     (info,) = ok_json(cli(url, "flows", "list", "--json"))["flows"]
     assert (info["flow_slug"], info["steps"], info["queue"]["depth"]) == ("shop", 2, 1)

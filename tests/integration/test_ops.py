@@ -119,7 +119,7 @@ def test_status_counts_every_status_and_the_queue(shop: psycopg.Connection) -> N
     report = ops.status(shop)
     (flow,) = report.flows
     assert flow.flow_slug == "shop"
-    assert flow.runs == {"started": 1, "failed": 1, "cancelled": 1}
+    assert flow.runs == {"started": 1, "paused": 0, "failed": 1, "cancelled": 1}
     assert flow.completed_recently == 1
     assert not flow.completed_capped
     assert flow.queue.depth == 1
