@@ -15,8 +15,9 @@ EXTRA_MISSING = "the dashboard needs its extra: pip install 'flowworker[dashboar
 
 
 def dashboard(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port to listen on")] = 8080,
+    bind: Annotated[str, typer.Option(
+        "--bind", metavar="HOST:PORT", help="Address and TCP port to listen on")
+    ] = "127.0.0.1:8080",
     allow_actions: Annotated[bool, typer.Option(
         "--allow-actions", help="Show and take cancel/retry/pause/resume/signal (POST, CSRF)")
     ] = False,
@@ -35,8 +36,7 @@ def dashboard(
     from flowworker.cli.healthcheck import raise_unhealthy
     from flowworker.dashboard.config import DashboardConfig, hosts_for
 
-    if not 0 < port < 65536:
-        raise ConfigurationError(f"--port {port}: not a TCP port (1-65535)")
+    host, port = parse_bind(bind)
     settings = settings_for(database_url=database_url)
     raise_unhealthy(ops.health(settings.database_url))  # exit 3 or 4 now, not on each page
     config = DashboardConfig(settings.database_url, allow_actions=allow_actions,
@@ -54,3 +54,12 @@ def dashboard(
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """`127.0.0.1:8080`, `[::1]:8080` or `localhost:8080`; exit 2 otherwise."""
+    host, _, port_text = bind.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(f"--bind {bind!r}: not HOST:PORT with a TCP port (1-65535)")
+    return host, int(port_text)

@@ -24,12 +24,12 @@ def test_without_the_extra_it_says_what_to_install(db_url: str, tmp_path: Path) 
 
 def test_an_unreachable_database_exits_3_before_serving() -> None:
     url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
-    result = run_cli("dashboard", "--port", str(free_port()),
+    result = run_cli("dashboard", "--bind", f"127.0.0.1:{free_port()}",
                      env={"FLOWWORKER_DATABASE_URL": url})
     assert_one_error_line(result, 3)
 
 
 def test_a_port_out_of_range_exits_2(db_url: str) -> None:
-    line = assert_one_error_line(run_cli("dashboard", "--port", "70000",
+    line = assert_one_error_line(run_cli("dashboard", "--bind", "127.0.0.1:70000",
                                          env={"FLOWWORKER_DATABASE_URL": db_url}), 2)
-    assert "--port 70000" in line
+    assert "--bind '127.0.0.1:70000'" in line

@@ -41,7 +41,7 @@ def running_dashboard(url: str, *flags: str) -> Iterator[str]:
     """`flowworker dashboard` on a free port until the block ends; its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        command("dashboard", "--port", str(port), *flags),
+        command("dashboard", "--bind", f"127.0.0.1:{port}", *flags),
         env=clean_env({"FLOWWORKER_DATABASE_URL": url}), cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
