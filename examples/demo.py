@@ -47,9 +47,13 @@ LOOK_AROUND_SQL = (
     "        from flowworker.step_tasks where run_id = '{run_id}' order by 1, 2;",
     "select run_id, status, output from flowworker.runs order by started_at desc limit 5;",
 )
-# `flowworker status` and `flowworker runs show RUN_ID` belong here once the
-# CLI has them: they will show the same without SQL.
-LOOK_AROUND_COMMANDS: tuple[str, ...] = ()
+# The same without SQL (the first two, and every read command, take --json).
+LOOK_AROUND_COMMANDS = (
+    "{flowworker} status",
+    "{flowworker} runs list --status failed",
+    "{flowworker} runs show {run_id}",
+    "{flowworker} dashboard        # http://127.0.0.1:8080; Ctrl-C stops it",
+)
 
 
 def say(text: str = "") -> None:
@@ -153,7 +157,7 @@ def look_around(url: str, run_id: uuid.UUID | None) -> None:
     for query in LOOK_AROUND_SQL:
         say(f"      {query.format(run_id=run_id or '<run_id>')}")
     for command in LOOK_AROUND_COMMANDS:
-        say(f"    {command}")
+        say(f"    {command.format(flowworker=flowworker_command(), run_id=run_id or '<run_id>')}")
     say(f"    {flowworker_command()} run --app examples.orders   # a worker; Ctrl-C stops it")
     say(f"    {python} -m examples.demo stop")
 
