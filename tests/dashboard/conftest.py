@@ -66,7 +66,10 @@ def dashboard(url: str) -> Dashboard:
     return lambda *flags: running_dashboard(url, *flags)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop
+# running in the main thread until it stops, and every asyncio test after
+# this directory would then fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test-deps` (scripts/install-test-deps.sh)")
