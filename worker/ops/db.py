@@ -76,7 +76,8 @@ def mapped_errors(conn: psycopg.Connection[Any]) -> Iterator[None]:
                           f"({_message(exc)}); run `flowworker migrate`") from None
     except pg_errors.InsufficientPrivilege as exc:
         raise DatabaseError(f"{_message(exc)} (reading needs flowworker_reader, starting and "
-                            "cancelling runs flowworker_enqueuer, prune the schema's owner)"
+                            "cancelling runs flowworker_enqueuer, steering runs and pruning "
+                            "flowworker_operator)"
                             ) from None
     except psycopg.Error as exc:
         if conn.closed:
