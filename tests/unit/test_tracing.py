@@ -94,3 +94,20 @@ def test_without_the_extra_tasks_run_untraced() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.split() == ["False", "completed", "1"]
+
+
+def test_no_span_until_the_application_sets_a_tracer_provider() -> None:
+    # The API alone (another package's dependency) drops every span: making
+    # them would only cost the task path. A fresh process: this module has
+    # set a provider in its own.
+    script = textwrap.dedent("""
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from flowworker.daemon import tracing
+        before = tracing.active()
+        trace.set_tracer_provider(TracerProvider())
+        print(tracing.ENABLED, before, tracing.active())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split() == ["True", "False", "True"]

@@ -140,7 +140,7 @@ class Executor:
         try:
             if self.stopping() or task.cancel_reason is not None:
                 outcome = Outcome(task, task.cancel_reason or "release")
-            elif tracing.ENABLED:
+            elif tracing.ENABLED and tracing.active():
                 outcome = await tracing.traced(task, execute(task, self.limits))
             else:
                 outcome = await execute(task, self.limits)

@@ -5,7 +5,10 @@ Every attempt of a run is in one trace: its trace id is the run id, so a
 tracing UI shows a run's steps, retries and workers together. Span
 attributes: flowworker.flow, .step, .run_id, .task_index, .attempt and
 .outcome (completed, error, timeout, release, discard). Without the extra
-nothing is imported and a task pays one boolean check.
+nothing is imported and a task pays one boolean check; with the API but no
+tracer provider set by the application (opentelemetry-api is often present
+as another package's dependency), spans would be dropped anyway, so none is
+made: a task pays a global lookup, not a span's allocations.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ except ImportError:  # the extra is not installed
     trace = None  # type: ignore[assignment]
 
 ENABLED = trace is not None
+
+
+def active() -> bool:
+    """The application has set a tracer provider, so spans go somewhere.
+    Asked per task: the provider may be set after the worker starts."""
+    return not isinstance(trace.get_tracer_provider(),
+                          trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 async def traced(task: ClaimedTask, attempt: Awaitable[Outcome]) -> Outcome:
