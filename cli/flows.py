@@ -31,10 +31,11 @@ def _print(flows: list[FlowInfo]) -> None:
     from flowworker.cli import render
 
     columns = ["flow", "steps", "max attempts", "base delay", "timeout", "queued", "ready",
-               "oldest ready", "defined"]
+               "oldest ready", "defined", "paused"]
     rows = [[f.flow_slug, str(f.steps), str(f.max_attempts), f"{f.base_delay} s",
              f"{f.timeout} s", render.count(f.queue.depth), render.count(f.queue.visible),
-             render.seconds(f.queue.oldest_visible_seconds), render.when(f.created_at)]
+             render.seconds(f.queue.oldest_visible_seconds), render.when(f.created_at),
+             render.when(f.paused_at)]
             for f in flows]
     render.print_table(render.console(), columns, rows, right=columns[1:8],
                        empty="no flows defined; apply some with `flowworker migrate --dir`")

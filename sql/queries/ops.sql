@@ -8,7 +8,8 @@
 
 -- name: ops_flows
 SELECT f.flow_slug, f.max_attempts, f.base_delay, f.timeout, f.created_at,
-       (SELECT count(*) FROM flowworker.steps s WHERE s.flow_slug = f.flow_slug) AS steps
+       (SELECT count(*) FROM flowworker.steps s WHERE s.flow_slug = f.flow_slug) AS steps,
+       f.paused_at
 FROM flowworker.flows f
 ORDER BY f.flow_slug
 

@@ -263,6 +263,9 @@ def test_a_wait_step_is_signalled_once(url: str, tmp_path: Path) -> None:
 
 def test_flows_are_paused_and_resumed(url: str) -> None:
     assert cli(url, "flows", "pause", "shop").stdout == "flow shop paused\n"
+    (info,) = ok_json(cli(url, "flows", "list", "--json"))["flows"]
+    assert info["paused_at"] is not None
+    assert "paused" in cli(url, "flows", "list").stdout.splitlines()[0]
     run_id = ok_json(cli(url, "start", "shop", "--json"))["run_id"]
     with psycopg.connect(url, autocommit=True) as conn:
         assert claim(conn, "shop") == [], "a paused flow's tasks are not claimed"

@@ -198,6 +198,11 @@ def test_overview_flows_and_workers_pages(url: str, dashboard: Dashboard, page: 
         page.goto(f"{base}/flows")
         page.locator('form[action="/flows/shop/pause"] button').click()
         expect(page.locator(".message")).to_have_text("Flow paused.")
+        # The row says so, and offers resume instead of pause.
+        shop = page.locator("tr", has=page.locator('a[href="/runs?flow=shop"]'))
+        expect(shop.locator(".st-paused")).to_have_text("paused")
+        expect(shop.locator('form[action="/flows/shop/pause"]')).to_have_count(0)
+        expect(shop.locator('form[action="/flows/shop/resume"]')).to_have_count(1)
         screenshot(page, "flows")
     with psycopg.connect(url, autocommit=True) as conn:
         row_paused = conn.execute("SELECT paused_at IS NOT NULL FROM flowworker.flows "

@@ -213,6 +213,18 @@ def test_flows_with_their_queues(shop: psycopg.Connection) -> None:
     (flow,) = ops.flows(shop)
     assert (flow.flow_slug, flow.steps, flow.max_attempts) == ("shop", 5, 1)
     assert (flow.queue.depth, flow.queue.visible) == (1, 1)
+    assert flow.paused_at is None
+
+
+def test_a_paused_flow_says_since_when(shop: psycopg.Connection) -> None:
+    paused = shop.execute("SELECT paused_at FROM flowworker.pause_flow('shop')").fetchone()
+    assert paused is not None
+    (paused_at,) = paused
+    (flow,) = ops.flows(shop)
+    assert flow.paused_at == paused_at is not None
+    shop.execute("SELECT flowworker.resume_flow('shop')")
+    (flow,) = ops.flows(shop)
+    assert flow.paused_at is None
 
 
 def test_health(db_url: str, pg_server: PgServer) -> None:

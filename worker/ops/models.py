@@ -37,6 +37,7 @@ class FlowInfo:
     timeout: int
     created_at: datetime
     queue: QueueDepth
+    paused_at: datetime | None  # pause_flow: none of its tasks is claimed since
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ def queue_depth(conn: psycopg.Connection[Any], flow_slug: str) -> QueueDepth:
 def flows(conn: psycopg.Connection[Any]) -> list[FlowInfo]:
     """Every flow defined in the database, with its options and queue."""
     return [FlowInfo(slug, int(steps), max_attempts, base_delay, timeout, created,
-                     queue_depth(conn, slug))
-            for slug, max_attempts, base_delay, timeout, created, steps
+                     queue_depth(conn, slug), paused_at)
+            for slug, max_attempts, base_delay, timeout, created, steps, paused_at
             in fetch(conn, "ops_flows")]
 
 
