@@ -116,12 +116,13 @@ def within(samples: list[tuple[datetime, float]],
 
 
 def kept_digest(url: str) -> str:
-    """A digest of every row of the runs prune must keep, and of their messages."""
+    """A digest of every row of the runs prune must keep, their history and messages."""
     with psycopg.connect(url, autocommit=True) as conn:
         parts = [conn.execute(query).fetchall() for query in (
             f"SELECT * FROM flowworker.runs WHERE run_id IN ({KEPT}) ORDER BY run_id",
             f"SELECT * FROM flowworker.step_states WHERE run_id IN ({KEPT}) ORDER BY 1, 2",
             f"SELECT * FROM flowworker.step_tasks WHERE run_id IN ({KEPT}) ORDER BY 1, 2, 3",
+            f"SELECT * FROM flowworker.events WHERE run_id IN ({KEPT}) ORDER BY event_id",
             "SELECT * FROM flowworker.q_aged ORDER BY msg_id",
             f"SELECT a.msg_id FROM flowworker.a_aged a JOIN flowworker.step_tasks t "
             f"ON t.flow_slug = 'aged' AND t.message_id = a.msg_id "

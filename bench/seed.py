@@ -8,7 +8,9 @@ worker leaves them), 5 % failed (split's task 0 failed after 3 attempts, task
 1 cancelled) and 1 % cancelled (split's tasks cancelled); both kinds keep
 split's two messages in the archive `a_aged`, as `fail_task` and
 `cancel_run` leave them. Runs still going keep their split messages queued
-in `q_aged`. Task i's message ids are 3i, 3i+1 and 3i+2.
+in `q_aged`. Task i's message ids are 3i, 3i+1 and 3i+2. Each run has the
+events the SQL functions would have written (run.started, its end, and a
+failed run's three task.failed).
 """
 
 from __future__ import annotations
@@ -90,6 +92,29 @@ FROM (SELECT i AS n, x.* FROM generate_series(%(first)s::bigint, %(last)s::bigin
       JOIN flowworker.runs x ON x.run_id = md5('aged' || i)::uuid) AS r
 CROSS JOIN (VALUES ('fetch', 0, 0), ('split', 0, 1), ('split', 1, 2))
     AS t(step_slug, task_index, offs);
+
+-- The history the SQL functions write: every run started, how each ended
+-- (run.failed with the step and its error) and each failed attempt of a
+-- failed run; that is, 2 events for most runs, 5 for a failed one.
+INSERT INTO flowworker.events (run_id, step_slug, task_index, attempt, event, detail, actor, at)
+SELECT r.run_id, e.step_slug, e.task_index, e.attempt, e.event, e.detail, 'bench', e.at
+FROM flowworker.runs r
+CROSS JOIN LATERAL (
+    SELECT NULL::text AS step_slug, NULL::int AS task_index, NULL::int AS attempt,
+           'run.started' AS event, NULL::jsonb AS detail, r.started_at AS at
+    UNION ALL
+    SELECT CASE WHEN r.status = 'failed' THEN 'split' END, NULL, NULL, 'run.' || r.status,
+           CASE WHEN r.status = 'failed' THEN '{"error": "boom"}'::jsonb END,
+           coalesce(r.completed_at, r.failed_at, r.cancelled_at)
+    WHERE r.status <> 'started'
+    UNION ALL
+    SELECT 'split', 0, a, 'task.failed', '{"error": "boom"}'::jsonb,
+           r.started_at + a * interval '0.5 s'
+    FROM generate_series(1, 3) AS a
+    WHERE r.status = 'failed'
+) AS e
+WHERE r.run_id IN (SELECT md5('aged' || i)::uuid
+                   FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i);
 
 INSERT INTO flowworker.a_aged (msg_id, read_ct, enqueued_at, vt, message, archived_at)
 SELECT t.message_id, t.attempts_count, t.queued_at, t.queued_at, jsonb_build_object(

@@ -41,6 +41,8 @@ def snapshot(conn: psycopg.Connection, run_ids: list[uuid.UUID]) -> dict[str, li
                               "ORDER BY run_id, step_slug", ids).fetchall(),
         "tasks": conn.execute("SELECT * FROM flowworker.step_tasks WHERE run_id = ANY (%s) "
                               "ORDER BY run_id, step_slug, task_index", ids).fetchall(),
+        "events": conn.execute("SELECT * FROM flowworker.events WHERE run_id = ANY (%s) "
+                               "ORDER BY event_id", ids).fetchall(),
         "queued": conn.execute(
             "SELECT q.* FROM flowworker.q_aged q JOIN flowworker.step_tasks t "
             "ON t.flow_slug = 'aged' AND t.message_id = q.msg_id "
@@ -81,6 +83,10 @@ def test_batches_delete_what_ended_before_the_cutoff_and_all_below_it(
     # 2 steps and 3 tasks per run; split's 2 messages archived for the 6 of
     # the recent runs that failed or were cancelled; going runs keep 2 queued.
     assert counts(conn) == (120, 240, 360, 12, 40)
+    # Their history: started and ended (94 completed, 1 cancelled), a failed
+    # run's 3 failed attempts too (5 runs), a going run's start (20).
+    assert conn.execute("SELECT count(*) FROM flowworker.events").fetchone() == (
+        94 * 2 + 2 + 5 * 5 + 20,)
 
 
 def test_a_run_that_has_not_ended_is_never_touched_however_old(
