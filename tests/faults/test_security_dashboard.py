@@ -198,10 +198,13 @@ def flow_paused(url: str) -> bool:
 
 def test_s9_flow_pause_and_resume_take_the_same_guards(url: str) -> None:
     with dashboard(url) as client:
-        assert "pause" not in client.get("/flows").text  # no flow action shown
+        page = client.get("/flows").text
+        assert "/flows/shop/pause" not in page  # no flow action shown
+        assert "<form" not in page
         cookie = client.cookies[COOKIE]
         assert client.post("/flows/shop/pause", data={FIELD: cookie}).status_code == 403
     with dashboard(url, allow_actions=True) as client:
+        assert 'action="/flows/shop/pause"' in client.get("/flows").text
         token = token_of(client, "/flows")
         assert client.post("/flows/shop/pause").status_code == 403
         assert not flow_paused(url)
