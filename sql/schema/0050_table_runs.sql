@@ -4,7 +4,7 @@
 -- entries, until the update that ends the run. Runs of a flow are found by
 -- (flow_slug, started_at), which never change.
 CREATE TABLE flowworker.runs (
-    run_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    run_id uuid PRIMARY KEY DEFAULT flowworker._new_run_id(),  -- time-ordered (0045)
     flow_slug text NOT NULL REFERENCES flowworker.flows (flow_slug),
     status text NOT NULL DEFAULT 'started'
         CHECK (status IN ('started', 'paused', 'completed', 'failed', 'cancelled')),

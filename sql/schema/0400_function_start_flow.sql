@@ -26,6 +26,7 @@ DECLARE
     v_steps int;
     v_ids pg_catalog.uuid[];
     v_new pg_catalog.uuid[];
+    v_made pg_catalog.uuid[];
     v_other pg_catalog.record;
     v_actor pg_catalog.text := flowworker._actor();
 BEGIN
@@ -72,7 +73,12 @@ BEGIN
             cardinality(start_flows.inputs), cardinality(start_flows.run_ids)
             USING ERRCODE = '22023';
     END IF;
-    v_ids := ARRAY(SELECT coalesce(x.run_id, gen_random_uuid())
+    -- Ids in start order (_new_run_ids), one call for the batch; none made
+    -- when the caller gave them all.
+    IF start_flows.run_ids IS NULL OR array_position(start_flows.run_ids, NULL) IS NOT NULL THEN
+        v_made := ARRAY(SELECT flowworker._new_run_ids(cardinality(start_flows.inputs)));
+    END IF;
+    v_ids := ARRAY(SELECT coalesce(x.run_id, v_made[x.ord])
                    FROM unnest(start_flows.inputs, start_flows.run_ids)
                             WITH ORDINALITY AS x(input, run_id, ord)
                    ORDER BY x.ord);

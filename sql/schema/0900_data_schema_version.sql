@@ -7,4 +7,5 @@ INSERT INTO flowworker.migrations (version, name, min_worker_version) VALUES
     (4, 'flow_files', 2),
     (5, 'handler_control', 2),
     (6, 'run_lifecycle', 2),
-    (7, 'operations', 2);
+    (7, 'operations', 2),
+    (8, 'time_ordered_run_ids', 2);
