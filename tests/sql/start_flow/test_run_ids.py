@@ -27,7 +27,7 @@ def start_batch(conn: psycopg.Connection, n: int,
 def test_new_ids_are_version_7_and_carry_the_start_time(conn: psycopg.Connection) -> None:
     define(conn, "ids", {"a": []})
     before = int(time.time() * 1000)
-    ids = start_batch(conn, 200) + [start(conn, "ids")]
+    ids = [*start_batch(conn, 200), start(conn, "ids")]
     after = int(time.time() * 1000)
     assert len(set(ids)) == len(ids)
     assert {(i.version, i.variant) for i in ids} == {(7, uuid.RFC_4122)}
