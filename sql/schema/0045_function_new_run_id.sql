@@ -8,6 +8,7 @@
 -- Made from gen_random_uuid's version 4: the time laid over its first 6
 -- bytes, the version nibble turned from 4 to 7 (bits 52 and 53). A set of
 -- n, for start_flows: one call per batch, not one per run.
+-- (PostgreSQL 18 has uuidv7(); this works on the older servers too.)
 CREATE FUNCTION flowworker._new_run_ids(n int)
 RETURNS SETOF uuid
 LANGUAGE sql VOLATILE PARALLEL SAFE
